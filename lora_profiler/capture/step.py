@@ -1,0 +1,111 @@
+"""One training step of a mode, timed by phase."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from ..workload.modes import ModeConfig
+from ..workload.spec import Workload
+from .hooks import phase_scope
+
+PHASES = ("zero_grad", "forward", "backward", "optimizer")
+
+
+class ModeFailure(RuntimeError):
+    """A mode could not run (NaN loss, out of memory, the user's loss_fn raised...)."""
+
+
+def _scope(name: str):
+    if torch.autograd._profiler_enabled():
+        return torch.profiler.record_function(phase_scope(name))
+    return contextlib.nullcontext()
+
+
+@dataclass
+class StepRunner:
+    """Runs steps of one mode of a workload.
+
+    Args:
+        workload: the workload.
+        config: the mode's configuration (from ``switch_mode``).
+        lr: AdamW learning rate (small: weights must not diverge over the run).
+    """
+
+    workload: Workload
+    config: ModeConfig
+    lr: float = 1e-5
+
+    def __post_init__(self):
+        self.optimizer: Optional[torch.optim.Optimizer] = (
+            torch.optim.AdamW(self.config.trainable, lr=self.lr) if self.config.trainable else None
+        )
+        self._cuda = self.workload.device.type == "cuda"
+
+    def _sync(self):
+        if self._cuda:
+            torch.cuda.synchronize(self.workload.device)
+
+    def forward_loss(self) -> torch.Tensor:
+        """The forward alone (graph built unless the mode is forward-only)."""
+        loss = self.workload.loss_fn(self.workload.model, self.config.batch)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            raise ModeFailure(f"loss_fn returned {type(loss).__name__}"
+                              f"{tuple(loss.shape) if isinstance(loss, torch.Tensor) else ''}, "
+                              "expected a scalar tensor")
+        return loss
+
+    def step(self) -> tuple[float, dict[str, float]]:
+        """Run one step.
+
+        Returns:
+            (loss value, seconds per phase).
+
+        Raises:
+            ModeFailure: non-finite loss, a loss that is not a scalar, or any exception the
+                model, loss or optimizer raised (out of memory included), as one line.
+        """
+        times = dict.fromkeys(PHASES, 0.0)
+        try:
+            t0 = time.perf_counter()
+            if self.optimizer is not None:
+                with _scope("zero_grad"):
+                    self.optimizer.zero_grad(set_to_none=True)
+            t1 = time.perf_counter()
+            with _scope("forward"), torch.set_grad_enabled(self.config.backward):
+                loss = self.forward_loss()
+            self._sync()
+            t2 = time.perf_counter()
+            if self.config.backward:
+                with _scope("backward"):
+                    loss.backward()
+                self._sync()
+            t3 = time.perf_counter()
+            if self.optimizer is not None:
+                with _scope("optimizer"):
+                    self.optimizer.step()
+                self._sync()
+            t4 = time.perf_counter()
+        except ModeFailure:
+            raise
+        except torch.OutOfMemoryError as exc:
+            raise ModeFailure(f"out of memory: {str(exc).splitlines()[0]}") from exc
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ModeFailure(f"{type(exc).__name__}: {first}") from exc
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise ModeFailure(f"loss is {value} (not finite)")
+        times.update(zero_grad=t1 - t0, forward=t2 - t1, backward=t3 - t2, optimizer=t4 - t3)
+        return value, times
+
+    def release(self) -> None:
+        """Drop the optimizer state and gradients (free memory before the next mode)."""
+        self.optimizer = None
+        for p in self.config.trainable:
+            p.grad = None

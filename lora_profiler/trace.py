@@ -1,0 +1,269 @@
+"""Profile a fine-tuning step under full, LoRA and frozen training.
+
+    python -m lora_profiler.trace                      # the built-in default workload
+    python -m lora_profiler.trace --preset gpt2-small  # another preset
+    python -m lora_profiler.trace path/to/model.py     # your model
+
+See ``--help`` and README.md. The last stdout line is one JSON object with the output folder and
+the headline figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Optional, Sequence
+
+# Kineto prints a line per profiler start/stop, c10 warns about allocations made before
+# profiling: neither helps a user. Set before torch loads (the user's own setting wins).
+os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+
+MODES = ("full", "lora", "frozen", "forward")
+
+EPILOG = """\
+modes:
+  full     every weight trainable, AdamW over all of them
+  lora     base frozen, LoRA adapters trainable (AdamW over the adapters)
+  frozen   every weight frozen, backward still runs (activation gradients only):
+           the floor LoRA cannot beat; T_full/T_frozen is the ideal speedup
+  forward  forward only, under torch.no_grad
+
+a model file defines build_model() returning an nn.Module (or a module-level `model`), and
+optionally make_batch(batch_size, seq_len, device), loss_fn(model, batch) and LORA_TARGETS.
+Adapters already in the model (PEFT, torchtune) are used as they are.
+
+examples:
+  python -m lora_profiler.trace --out runs/first
+  python -m lora_profiler.trace --preset gpt2-small --steps 10 --device cuda
+  python -m lora_profiler.trace my_model.py --targets q_proj,v_proj --rank 16
+  python -m lora_profiler.analyze runs/first          # read a run again, or any trace
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (no usage block) and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a positive integer")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+    return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be in [0, 1)")
+    return value
+
+
+def _modes(text: str) -> tuple[str, ...]:
+    names = tuple(m.strip() for m in text.split(",") if m.strip())
+    bad = [m for m in names if m not in MODES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown mode {', '.join(bad) or repr(text)}; choose from {', '.join(MODES)}")
+    return names
+
+
+def _targets(text: str) -> tuple[str, ...]:
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one module-name pattern, e.g. q_proj,v_proj")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="python -m lora_profiler.trace",
+        description="Time one model and batch under full fine-tuning, LoRA, a frozen-weight floor "
+                    "and forward-only; record torch.profiler traces; attribute LoRA's overhead.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", nargs="?", help="a model .py file (default: the built-in preset)")
+    w = p.add_argument_group("workload")
+    w.add_argument("--preset", default=None, help="built-in model preset (default: 'default'; see --list-presets)")
+    w.add_argument("--list-presets", action="store_true", help="print the presets and exit")
+    w.add_argument("--batch-size", type=_positive_int, help="sequences per step")
+    w.add_argument("--seq-len", type=_positive_int, help="tokens per sequence")
+    w.add_argument("--layers", type=_positive_int, help="preset: number of transformer blocks")
+    w.add_argument("--width", type=_positive_int, help="preset: hidden size (n_embd)")
+    w.add_argument("--heads", type=_positive_int, help="preset: attention heads")
+    lo = p.add_argument_group("LoRA (when the model has no adapters of its own)")
+    lo.add_argument("--targets", type=_targets, help="comma-separated module-name patterns "
+                    "(suffix at a dot, or a regex); 'all-linear' for every linear but lm_head; "
+                    "default: the attention projections")
+    lo.add_argument("--rank", type=_positive_int, default=8, help="LoRA rank r (default 8)")
+    lo.add_argument("--alpha", type=_positive_float, default=16.0, help="LoRA alpha; scale = alpha/r (default 16)")
+    lo.add_argument("--dropout", type=_probability, default=0.05, help="LoRA dropout (default 0.05)")
+    m = p.add_argument_group("measurement")
+    m.add_argument("--modes", type=_modes, default=MODES, help="comma-separated subset of full,lora,frozen,forward")
+    m.add_argument("--steps", type=_positive_int, default=5, help="timed steps per mode (default 5)")
+    m.add_argument("--warmup", type=int, default=2, help="warm-up steps per mode (default 2)")
+    m.add_argument("--profile-steps", type=_positive_int, default=2, help="active steps in each mode's profiled run (default 2)")
+    m.add_argument("--no-profile", action="store_true", help="skip the profiled runs (no traces, no attribution)")
+    m.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda or cuda:N")
+    m.add_argument("--seed", type=int, default=0, help="seed for weights and batch (default 0)")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", type=Path, help="run folder (default runs/<timestamp>; never overwrites a run)")
+    o.add_argument("--no-figures", action="store_true", help="skip drawing figures")
+    o.add_argument("--quiet", action="store_true", help="no progress bar or summary; only the JSON line")
+    o.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+class UsageError(ValueError):
+    """Bad input; printed as one line, exit status 2."""
+
+
+def resolve_device(text: str):
+    import torch
+
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise UsageError(f"--device {text!r} is not a device; use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {text}: no CUDA device is available here; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {text}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise UsageError(f"--device {text}: only cpu and cuda are supported")
+    return device
+
+
+def resolve_out(out: Optional[Path]) -> Path:
+    """The run folder: never one that already holds a run."""
+    if out is None:
+        base = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+        out, n = base, 1
+        while out.exists():
+            n += 1
+            out = base.with_name(f"{base.name}-{n}")
+        return out
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        raise UsageError(f"--out {out}: folder is not empty (it may hold an earlier run); choose a new one")
+    return out
+
+
+def _build_workload(args, device):
+    from .workload.presets import PRESETS, get_preset, with_overrides
+    from .workload.spec import LoraOptions, build_file_workload, build_preset_workload
+
+    lora = LoraOptions(rank=args.rank, alpha=args.alpha, dropout=args.dropout, targets=args.targets)
+    if args.model is not None:
+        if args.preset or args.layers or args.width or args.heads:
+            raise UsageError("--preset/--layers/--width/--heads apply to built-in presets, not a model file")
+        return build_file_workload(args.model, device, lora, batch_size=args.batch_size or 8,
+                                   seq_len=args.seq_len or 128, seed=args.seed)
+    name = args.preset or "default"
+    if name not in PRESETS:
+        raise UsageError(f"--preset {name!r} is unknown; choose from {', '.join(PRESETS)}")
+    try:
+        preset = with_overrides(get_preset(name), n_layer=args.layers, n_embd=args.width,
+                                n_head=args.heads, batch_size=args.batch_size, seq_len=args.seq_len)
+    except ValueError as exc:
+        raise UsageError(str(exc).strip("'\""))
+    return build_preset_workload(preset, device, lora, seed=args.seed)
+
+
+def run(args) -> tuple[int, dict]:
+    """Capture, then build the report. Returns (exit status, headline)."""
+    from .capture.run import CaptureOptions, ProfileSchedule, capture
+    from .workload.errors import WorkloadError
+
+    if args.warmup < 0:
+        raise UsageError(f"--warmup {args.warmup} must be 0 or more")
+    out = resolve_out(args.out)
+    device = resolve_device(args.device)
+    started = time.perf_counter()
+    try:
+        workload = _build_workload(args, device)
+    except WorkloadError as exc:
+        raise UsageError(str(exc))
+    options = CaptureOptions(
+        modes=args.modes, warmup_steps=args.warmup, steps=args.steps, seed=args.seed,
+        profile=None if args.no_profile else ProfileSchedule(wait=0, warmup=1, active=args.profile_steps))
+    if not args.quiet:
+        print(f"lora_profiler: {workload.name} ({workload.facts()['total_params'] / 1e6:.1f}M params, "
+              f"batch {workload.batch_size} x seq {workload.seq_len}) on {device}; "
+              f"{len(workload.adapters.layers)} {workload.adapters.source} adapters; "
+              f"writing {out}/", file=sys.stderr)
+    facts = capture(workload, options, out, progress=not args.quiet)
+    del workload
+
+    from .report.build import build_report
+
+    report = build_report(out, figures=not args.no_figures)
+    report["elapsed_s"] = time.perf_counter() - started
+    if not args.quiet:
+        from .report.text import summary_text
+
+        print(summary_text(report))
+    failed = [m for m, e in facts["modes"].items() if e["status"] != "ok"]
+    headline = {
+        "out": str(out),
+        "report": str(out / "report.json"),
+        "step_time_s": {m: e.get("step_time_s", {}).get("median") for m, e in report["modes"].items()},
+        "speedup": report.get("speedup"),
+        "overhead_s": (report.get("attribution") or {}).get("overhead_s"),
+        "residual_s": (report.get("attribution") or {}).get("residual_s"),
+        "failed": failed,
+    }
+    return (1 if failed else 0), headline
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list_presets:
+        from .workload.presets import PRESETS
+
+        for name, preset in PRESETS.items():
+            print(f"{name:12s} {preset.description}")
+        return 0
+    try:
+        status, headline = run(args)
+    except UsageError as exc:
+        if args.debug:
+            raise
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+    print(json.dumps(headline))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
