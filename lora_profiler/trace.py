@@ -19,8 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional, Sequence
 
-# Kineto prints a line per profiler start/stop, c10 warns about allocations made before
-# profiling: neither helps a user. Set before torch loads (the user's own setting wins).
+# Quiet Kineto and c10 logging before torch loads (see capture/__init__.py).
 os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
 

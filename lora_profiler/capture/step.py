@@ -73,10 +73,11 @@ class StepRunner:
         times = dict.fromkeys(PHASES, 0.0)
         try:
             t0 = time.perf_counter()
+            t1 = t0
             if self.optimizer is not None:
                 with _scope("zero_grad"):
                     self.optimizer.zero_grad(set_to_none=True)
-            t1 = time.perf_counter()
+                t1 = time.perf_counter()
             with _scope("forward"), torch.set_grad_enabled(self.config.backward):
                 loss = self.forward_loss()
             self._sync()
@@ -85,12 +86,12 @@ class StepRunner:
                 with _scope("backward"):
                     loss.backward()
                 self._sync()
-            t3 = time.perf_counter()
+            t3 = time.perf_counter() if self.config.backward else t2
             if self.optimizer is not None:
                 with _scope("optimizer"):
                     self.optimizer.step()
                 self._sync()
-            t4 = time.perf_counter()
+            t4 = time.perf_counter() if self.optimizer is not None else t3
         except ModeFailure:
             raise
         except torch.OutOfMemoryError as exc:

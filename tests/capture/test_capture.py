@@ -1,0 +1,84 @@
+"""Capture on a tiny preset: all modes timed, traces written, modes switched correctly."""
+
+import json
+
+import pytest
+import torch
+
+from lora_profiler.capture.run import CaptureOptions, ProfileSchedule, capture, time_stats
+from lora_profiler.workload.modes import InputGrad, switch_mode
+from lora_profiler.workload.presets import get_preset
+from lora_profiler.workload.spec import LoraOptions, build_preset_workload
+
+
+@pytest.fixture
+def tiny():
+    return build_preset_workload(get_preset("tiny"), torch.device("cpu"), LoraOptions(dropout=0.1))
+
+
+def test_time_stats():
+    s = time_stats([3.0, 1.0, 2.0, 5.0, 4.0])
+    assert (s["median"], s["min"], s["max"], s["n"]) == (3.0, 1.0, 5.0, 5)
+    assert s["iqr"] == pytest.approx(s["q3"] - s["q1"]) and s["iqr"] == pytest.approx(2.0)
+
+
+def test_switch_mode_sets_trainable_and_adapters(tiny):
+    ig = InputGrad(tiny.model)
+    adapter_ids = {id(p) for p in tiny.adapters.parameters()}
+    cfg = switch_mode(tiny, "lora", ig)
+    assert {id(p) for p in cfg.trainable} == adapter_ids
+    assert all(p.requires_grad == (id(p) in adapter_ids) for p in tiny.model.parameters())
+    assert not any(part.layer.disabled for part in tiny.adapters.layers)
+    cfg = switch_mode(tiny, "full", ig)
+    assert not {id(p) for p in cfg.trainable} & adapter_ids
+    assert all(part.layer.disabled for part in tiny.adapters.layers)
+    cfg = switch_mode(tiny, "frozen", ig)
+    assert cfg.trainable == [] and cfg.backward and ig.active
+    loss = tiny.loss_fn(tiny.model, cfg.batch)
+    assert loss.requires_grad  # backward runs through the network with every weight frozen
+    loss.backward()
+    assert all(p.grad is None for p in tiny.model.parameters())
+    assert not switch_mode(tiny, "forward", ig).backward
+
+
+def test_capture_all_modes(tiny, tmp_path):
+    facts = capture(tiny, CaptureOptions(warmup_steps=1, steps=3, profile=ProfileSchedule(0, 1, 1)),
+                    tmp_path, progress=False)
+    assert json.loads((tmp_path / "facts.json").read_text()) == facts
+    assert facts["adapters"]["source"] == "builtin" and facts["adapters"]["count"] == 8
+    for mode in ("full", "lora", "frozen", "forward"):
+        entry = facts["modes"][mode]
+        assert entry["status"] == "ok", entry["error"]
+        assert entry["step_time_s"]["n"] == 3 and len(entry["step_time_s"]["samples"]) == 3
+        phases = entry["phase_time_s"]
+        assert phases["forward"] > 0
+        assert (phases["backward"] > 0) == (mode != "forward")
+        assert (phases["optimizer"] > 0) == (mode in ("full", "lora"))
+        [trace] = entry["trace_files"]
+        assert (tmp_path / trace).is_file() and trace.startswith(f"tb/{mode}/")
+    total = facts["workload"]["total_params"]
+    assert facts["modes"]["full"]["trainable_params"] + facts["adapters"]["trainable_params"] == total
+    assert facts["modes"]["lora"]["trainable_params"] == facts["adapters"]["trainable_params"]
+    mem = facts["modes"]["full"]["memory"]
+    # AdamW keeps two moments per trainable parameter (plus a step counter each).
+    assert mem["optimizer_state_bytes"] >= 2 * mem["grad_bytes"]
+    saved = {m: facts["modes"][m]["saved_activations"] for m in ("full", "lora", "frozen")}
+    assert saved["lora"]["by_category"]["adapter"] > 0 and saved["frozen"]["by_category"]["adapter"] == 0
+    assert saved["full"]["by_category"]["base"] > 0
+
+
+def test_failing_mode_is_recorded_and_others_run(tiny, tmp_path):
+    normal = tiny.loss_fn
+
+    def nan_when_adapters_on(model, batch):
+        loss = normal(model, batch)
+        on = not tiny.adapters.layers[0].layer.disabled
+        return loss * float("nan") if on else loss
+
+    tiny.loss_fn = nan_when_adapters_on
+    facts = capture(tiny, CaptureOptions(modes=("full", "lora", "frozen"), warmup_steps=1, steps=2,
+                                         profile=None), tmp_path, progress=False)
+    assert facts["modes"]["lora"]["status"] == "failed"
+    assert "not finite" in facts["modes"]["lora"]["error"]
+    assert facts["modes"]["full"]["status"] == facts["modes"]["frozen"]["status"] == "ok"
+    assert facts["modes"]["full"]["step_time_s"]["n"] == 2
