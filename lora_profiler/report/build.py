@@ -1,8 +1,6 @@
-"""Build report.json (and report.md, figures) for a run folder from its files alone.
-
-Reads ``facts.json`` and the per-mode traces under ``tb/``; never runs the model. So a run made
-on a GPU machine can be reported on a laptop.
-"""
+"""Build report.json (and report.md, figures, TensorBoard scalars) for a run folder from its
+files alone: ``facts.json`` and the per-mode traces under ``tb/``. Never runs the model, so a
+run made on a GPU machine can be reported on a laptop."""
 
 from __future__ import annotations
 
@@ -55,8 +53,20 @@ def speedups(facts: dict) -> dict:
             "lora_vs_frozen": ratio(frozen, lora)}
 
 
+def load_mode_traces(run_dir: Path, facts: dict) -> dict:
+    """mode -> Trace for every mode whose trace files exist."""
+    from ..events import load_trace
+
+    traces = {}
+    for mode, entry in facts["modes"].items():
+        files = [run_dir / f for f in entry.get("trace_files") or []]
+        if files and all(f.is_file() for f in files):
+            traces[mode] = load_trace([str(f) for f in files])
+    return traces
+
+
 def build_report(run_dir: str | Path, figures: bool = True) -> dict:
-    """Analyse a run folder and write report.json, report.md (and figures).
+    """Analyse a run folder and write report.json, report.md, figures and TensorBoard scalars.
 
     Args:
         run_dir: a folder written by ``python -m lora_profiler.trace``.
@@ -65,17 +75,43 @@ def build_report(run_dir: str | Path, figures: bool = True) -> dict:
     Returns:
         The report dict (as written).
     """
+    from ..analyses.lora import lora_attribution
+
     run_dir = Path(run_dir)
     facts = load_facts(run_dir)
     report = dict(facts)
     report["kind"] = "lora_profiler.report"
     report["version"] = REPORT_VERSION
     report["speedup"] = speedups(facts)
-    report["attribution"] = None
-    report["analysis"] = {}
+    traces = load_mode_traces(run_dir, facts)
+    report["attribution"] = lora_attribution(facts, traces)
+    report["analysis"] = {mode: _generic(trace) for mode, trace in traces.items()}
     report["figures"] = []
+    report["notes"] = []
+    if figures:
+        try:
+            from .figures import draw_run_figures
+        except ImportError as exc:  # matplotlib missing
+            report["notes"].append(f"figures skipped: {exc}")
+        else:
+            report["figures"] = draw_run_figures(report, run_dir / "figures")
+    try:
+        from .tensorboard import write_scalars
+    except ImportError:
+        pass
+    else:
+        note = write_scalars(report, run_dir)
+        if note:
+            report["notes"].append(note)
     write_json(run_dir / "report.json", report)
     from .markdown import report_markdown
 
     write_atomic(run_dir / "report.md", report_markdown(report))
     return report
+
+
+def _generic(trace) -> dict:
+    """The generic per-trace analyses (kernel/op breakdown, launches), when available."""
+    from ..analyses.summary import headline, per_step
+
+    return {"whole": headline(trace), "steps": per_step(trace)}
