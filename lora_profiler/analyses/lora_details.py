@@ -158,15 +158,17 @@ def timeline(trace: Trace, roles: Roles) -> Optional[dict]:
     """
     if not roles.layers:
         return None
-    pick = roles.layers[0]
-    prefix = pick.rsplit(".", 3)[0] if "." in pick else ""
-    later = [p for p in roles.layers if not p.startswith(prefix + ".")] if prefix else []
-    pick = later[0] if later else pick
+    def block(path):  # the first numeric component: the transformer block index
+        return next((x for x in path.split(".") if x.isdigit()), None)
+
+    first = block(roles.layers[0])
+    later = [p for p in roles.layers if block(p) not in (None, first)]
+    pick = later[0] if later else roles.layers[0]
     li = roles.layers.index(pick)
     ops = trace.ops
     steps = trace.step_numbers()
-    first = np.flatnonzero(trace.steps.number == steps[0]) if steps else None
-    in_step = np.isin(ops.step, first) if first is not None else np.ones(len(ops.name), dtype=bool)
+    first_step = np.flatnonzero(trace.steps.number == steps[0]) if steps else None
+    in_step = np.isin(ops.step, first_step) if first_step is not None else np.ones(len(ops.name), dtype=bool)
     sel = (roles.op_layer == li) & in_step & ((roles.op_phase == FWD) & roles.op_root
                                              | (roles.op_phase == BWD) & ops.is_top)
     events = []

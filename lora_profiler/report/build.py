@@ -94,15 +94,15 @@ def build_report(run_dir: str | Path, figures: bool = True) -> dict:
         except ImportError as exc:  # matplotlib missing
             report["notes"].append(f"figures skipped: {exc}")
         else:
-            report["figures"] = draw_run_figures(report, run_dir / "figures")
+            report["figures"] = draw_run_figures(report, run_dir)
     try:
         from .tensorboard import write_scalars
     except ImportError:
         pass
     else:
-        note = write_scalars(report, run_dir)
-        if note:
-            report["notes"].append(note)
+        report["tensorboard_scalars"] = write_scalars(report, run_dir)
+        if report["tensorboard_scalars"] is None:
+            report["notes"].append("TensorBoard scalars skipped: pip install 'lora_profiler[tb]'")
     write_json(run_dir / "report.json", report)
     from .markdown import report_markdown
 
