@@ -1,0 +1,195 @@
+"""Benchmark: our trace analysis vs Holistic Trace Analysis (HTA), and linear scaling.
+
+Part 1 (``--reps``): on one trace folder, each tool runs as a fresh Python process doing the
+same work — load the trace, GPU kernel breakdown, kernel launch statistics — alternating the
+order every repetition. Measured per process: wall time (perf_counter around the process) and
+peak RSS (``os.wait4`` rusage of that child). HTA runs with ``include_last_profiler_step=True``
+so both tools see every kernel (its per-name totals then equal ours exactly). A third row runs
+our full command line (``python -m lora_profiler.analyze PATH --json``: every analysis, per
+step too) for scale.
+
+Part 2 (``--scales``): the trace's events repeated k times (ts shifted by the trace span,
+correlation ids, External ids, flow ids and ProfilerStep numbers renumbered) into temporary
+gzip files; our load + kernel breakdown + launch statistics timed on each; time per event
+should stay flat if the engine scales linearly.
+
+Run by hand (the machine's load matters; it is printed):
+    python benchmarks/bench_analyze.py [--trace DIR] [--reps 5] [--scales 1,4,16]
+The last stdout line is one JSON object with the medians and ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_TRACE = REPO / ".." / "shared" / "traces" / "hta" / "ddp_v100_rank1"
+
+
+# --- children: one tool, one run ----------------------------------------------------------
+
+def child_ours(path: str) -> dict:
+    from lora_profiler.analyses.kernels import kernel_breakdown
+    from lora_profiler.analyses.launches import launch_stats
+    from lora_profiler.events import load_trace
+    trace = load_trace(path)
+    kb = kernel_breakdown(trace)
+    ls = launch_stats(trace)
+    return {"kernels": kb.kernel_count + kb.memcpy_count + kb.memset_count,
+            "kernel_names": kb.names_total, "launch_bound": ls.launch_bound,
+            "events": trace.counts["events"]}
+
+
+def child_hta(path: str) -> dict:
+    import logging
+    logging.disable(logging.WARNING)
+    from hta.trace_analysis import TraceAnalysis
+    ta = TraceAnalysis(trace_dir=path, include_last_profiler_step=True)
+    _, per_name = ta.get_gpu_kernel_breakdown(visualize=False, num_kernels=10 ** 6,
+                                              include_memory_kernels=True)
+    ranks = list(ta.t.traces.keys())
+    launch = ta.get_cuda_kernel_launch_stats(ranks=ranks, visualize=False)
+    return {"kernel_names": int(len(per_name)), "launch_rows": int(len(launch[ranks[0]]))}
+
+
+def run_child(args: List[str]) -> Dict[str, float]:
+    """Run one child process; wall seconds and its own peak RSS (MiB)."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO)
+    out = p.stdout.read()
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise SystemExit(f"child failed ({p.returncode}): {' '.join(args)}")
+    rss_mib = ru.ru_maxrss / 1024.0            # Linux: KiB
+    return {"wall_s": wall, "rss_mib": rss_mib, "out": out.decode()[-300:]}
+
+
+# --- part 2: synthetic k-fold traces -----------------------------------------------------------
+
+def make_scaled(src: Path, k: int, out: Path) -> int:
+    """Write ``src`` repeated ``k`` times as one gzip trace; returns the event count."""
+    files = sorted(src.glob("*.json*")) if src.is_dir() else [src]
+    with gzip.open(files[0], "rt") as fh:
+        doc = json.load(fh)
+    events = doc.pop("traceEvents")
+    ts = [e["ts"] for e in events if isinstance(e.get("ts"), (int, float))]
+    span = max(e.get("ts", 0) + e.get("dur", 0) for e in events if "ts" in e) - min(ts) + 1000
+    ids = [e.get("args", {}).get(key, 0) for e in events
+           for key in ("correlation", "External id", "external id")]
+    id_step = max(max(ids), max(e.get("id", 0) for e in events if isinstance(e.get("id"), int))) + 1
+    steps = [int(e["name"].split("#")[1]) for e in events
+             if str(e.get("name", "")).startswith("ProfilerStep#")]
+    step_shift = (max(steps) - min(steps) + 1) if steps else 0
+    n = 0
+    with gzip.open(out, "wt", compresslevel=1) as fh:
+        fh.write("{" + ", ".join(f"{json.dumps(key)}: {json.dumps(v)}" for key, v in doc.items())
+                 + (", " if doc else "") + '"traceEvents": [\n')
+        first = True
+        for rep in range(k):
+            for e in events:
+                if e.get("ph") == "M" and rep:
+                    continue
+                e2 = dict(e)
+                if "ts" in e2 and isinstance(e2["ts"], (int, float)):
+                    e2["ts"] = e2["ts"] + rep * span
+                if isinstance(e2.get("id"), int):
+                    e2["id"] = e2["id"] + rep * id_step
+                a = e2.get("args")
+                if isinstance(a, dict):
+                    a = dict(a)
+                    for key in ("correlation", "External id", "external id"):
+                        if isinstance(a.get(key), int) and a[key] >= 0:
+                            a[key] = a[key] + rep * id_step
+                    e2["args"] = a
+                name = e2.get("name")
+                if isinstance(name, str) and name.startswith("ProfilerStep#"):
+                    e2["name"] = f"ProfilerStep#{int(name.split('#')[1]) + rep * step_shift}"
+                fh.write(("" if first else ",\n") + json.dumps(e2))
+                first = False
+                n += 1
+        fh.write("\n]}\n")
+    return n
+
+
+# --- driver ------------------------------------------------------------------------------------
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trace", default=str(DEFAULT_TRACE), help="trace folder (default: ddp)")
+    ap.add_argument("--reps", type=int, default=5, help="repetitions per tool (default 5)")
+    ap.add_argument("--scales", default="1,4,16", help="k-fold traces for part 2 ('' to skip)")
+    ap.add_argument("--no-hta", action="store_true", help="skip HTA (e.g. not installed)")
+    ap.add_argument("--child", nargs=2, metavar=("TOOL", "PATH"), help=argparse.SUPPRESS)
+    ap.add_argument("--make", nargs=3, metavar=("K", "SRC", "OUT"), help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.make:   # in a child, so the driver stays small (Linux keeps a forked child's
+        k, src, out = a.make   # pre-exec RSS in its maxrss)
+        print(make_scaled(Path(src), int(k), Path(out)))
+        return
+    if a.child:
+        tool, path = a.child
+        print(json.dumps(child_ours(path) if tool == "ours" else child_hta(path)))
+        return
+    py = sys.executable
+    me = str(Path(__file__).resolve())
+    trace = str(Path(a.trace).resolve())
+    print(f"trace {trace}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    cmds = {"ours": [py, me, "--child", "ours", trace],
+            "ours-cli": [py, "-m", "lora_profiler.analyze", trace, "--json"]}
+    if not a.no_hta:
+        cmds["hta"] = [py, me, "--child", "hta", trace]
+    res: Dict[str, List[Dict[str, float]]] = {t: [] for t in cmds}
+    summary = {"trace": trace, "reps": a.reps, "load_avg": os.getloadavg()[0]}
+    for rep in range(a.reps):
+        order = list(cmds) if rep % 2 == 0 else list(cmds)[::-1]
+        for tool in order:
+            r = run_child(cmds[tool])
+            res[tool].append(r)
+            print(f"  rep {rep} {tool:8s} {r['wall_s']:6.2f} s  {r['rss_mib']:7.1f} MiB")
+    med = {t: {"wall_s": statistics.median(x["wall_s"] for x in v),
+               "rss_mib": statistics.median(x["rss_mib"] for x in v)} for t, v in res.items() if v}
+    if med:
+        print(f"\n{'tool':10s} {'median wall s':>14s} {'median peak RSS MiB':>20s}")
+        for t, m in med.items():
+            print(f"{t:10s} {m['wall_s']:14.2f} {m['rss_mib']:20.1f}")
+        summary["median"] = med
+    if "hta" in med and "ours" in med:
+        summary["speedup_vs_hta"] = med["hta"]["wall_s"] / med["ours"]["wall_s"]
+        summary["rss_ratio_vs_hta"] = med["ours"]["rss_mib"] / med["hta"]["rss_mib"]
+        print(f"ours vs HTA: {summary['speedup_vs_hta']:.1f}x faster, peak RSS "
+              f"{summary['rss_ratio_vs_hta']:.2f}x of HTA's")
+    scales = [int(s) for s in a.scales.split(",") if s.strip()]
+    if scales:
+        print(f"\n{'scale':>5s} {'events':>10s} {'wall s':>8s} {'us/event':>9s} {'RSS MiB':>8s}")
+        summary["scaling"] = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for k in scales:
+                f = Path(tmp) / f"x{k}.json.gz"
+                made = run_child([py, me, "--make", str(k), trace, str(f)])
+                n = int(made["out"].strip().splitlines()[-1])
+                r = run_child([py, me, "--child", "ours", str(f)])
+                f.unlink()
+                row = {"scale": k, "events": n, "wall_s": r["wall_s"], "rss_mib": r["rss_mib"],
+                       "us_per_event": 1e6 * r["wall_s"] / n}
+                summary["scaling"].append(row)
+                print(f"{k:5d} {n:10,d} {r['wall_s']:8.2f} {row['us_per_event']:9.2f} "
+                      f"{r['rss_mib']:8.1f}")
+    summary["load_avg_end"] = os.getloadavg()[0]
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

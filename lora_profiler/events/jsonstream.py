@@ -1,0 +1,224 @@
+"""Streaming decode of a Chrome trace: one event dict at a time, with the stdlib JSON scanner.
+
+``json.loads`` on a whole 50 MB trace builds every event dict at once (hundreds of MB). Here the
+C scanner of the stdlib ``json`` module decodes one event at a time from a text buffer that is
+refilled chunk by chunk, so each dict is released as soon as the caller has read it. Nothing is
+evaluated: the stdlib decoder only builds dicts, lists, strings and numbers.
+
+Both Chrome trace layouts are accepted: the object form ``{"traceEvents": [...], ...}`` (what
+Kineto writes; the other top-level keys are returned as metadata) and the bare array form
+``[{...}, {...}]``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+from .errors import TraceError
+from .files import iter_text
+
+_LOOKAHEAD = 1 << 20  # chars kept ahead of the cursor before decoding a value
+_WS = re.compile(r"[ \t\n\r]*").match
+_COMMA = re.compile(r"[ \t\n\r]*,[ \t\n\r]*").match
+_scan = json.JSONDecoder().scan_once
+
+
+class _Buffer:
+    """A text window over the chunks of one file."""
+
+    __slots__ = ("path", "chunks", "buf", "pos", "eof", "base")
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.chunks = iter_text(path)
+        self.buf = ""
+        self.pos = 0
+        self.eof = False
+        self.base = 0  # file offset (in chars) of buf[0]
+
+    def fill(self) -> bool:
+        """Append the next chunk (dropping consumed text); False at end of file."""
+        if self.eof:
+            return False
+        try:
+            chunk = next(self.chunks)
+        except StopIteration:
+            self.eof = True
+            return False
+        self.base += self.pos
+        self.buf = self.buf[self.pos:] + chunk
+        self.pos = 0
+        return True
+
+    def ensure(self) -> None:
+        """Keep at least ``_LOOKAHEAD`` chars ahead of the cursor unless the file ends."""
+        while len(self.buf) - self.pos < _LOOKAHEAD and self.fill():
+            pass
+
+    def skip_ws(self) -> str:
+        """Move past whitespace; return the next char ('' at end of file)."""
+        while True:
+            self.pos = _WS(self.buf, self.pos).end()
+            if self.pos < len(self.buf):
+                return self.buf[self.pos]
+            if not self.fill():
+                return ""
+
+    def value(self, what: str) -> Any:
+        """Decode one JSON value at the cursor, refilling if it spans past the buffer."""
+        self.skip_ws()
+        self.ensure()
+        while True:
+            try:
+                obj, end = _scan(self.buf, self.pos)
+                self.pos = end
+                return obj
+            except (StopIteration, json.JSONDecodeError, RecursionError) as exc:
+                if self.fill():
+                    continue
+                raise self.error(what, exc) from None
+
+    def error(self, what: str, exc: Optional[BaseException] = None,
+              truncated: Optional[bool] = None) -> TraceError:
+        """A TraceError for malformed or truncated JSON at the cursor."""
+        if truncated is None:   # the decoder failed at the very end of the whole text
+            at = getattr(exc, "pos", None)
+            if at is None and isinstance(exc, StopIteration) and exc.args:
+                at = exc.args[0]
+            truncated = self.eof and (at is None or at >= len(self.buf) - 1)
+        if truncated:
+            return TraceError(f"{self.path}: JSON ends early while reading {what} "
+                              "(truncated file?); re-copy or re-export the trace")
+        detail = f" ({exc.msg})" if isinstance(exc, json.JSONDecodeError) else ""
+        near = self.buf[self.pos:self.pos + 40].replace("\n", " ")
+        return TraceError(f"{self.path}: not valid JSON while reading {what}{detail} "
+                          f"near {near!r}; is this a Chrome/Kineto trace?")
+
+
+def iter_events(path: Path, meta: Dict[str, Any]) -> Iterator[List[Any]]:
+    """Yield the items of the trace's event array in batches (lists of decoded items).
+
+    Args:
+        path: a trace file.
+        meta: filled with the top-level keys other than ``traceEvents`` (e.g.
+            ``displayTimeUnit``, ``deviceProperties``, ``distributedInfo``) as they are met;
+            complete once the generator is exhausted. ``meta["_has_events_key"]`` says whether
+            an event list was found.
+
+    Raises:
+        TraceError: the text is not JSON, is truncated, or holds no ``traceEvents`` list.
+    """
+    b = _Buffer(path)
+    first = b.skip_ws()
+    if first == "[":
+        meta["_has_events_key"] = True
+        yield from _array_items(b)
+        _expect_end(b)
+        return
+    if first != "{":
+        if first == "":
+            raise TraceError(f"{path}: empty file (only whitespace); re-export the trace")
+        raise b.error("the start of the file", truncated=False)
+    b.pos += 1
+    meta["_has_events_key"] = False
+    if b.skip_ws() == "}":
+        b.pos += 1
+    else:
+        while True:
+            c = b.skip_ws()
+            if c != '"':
+                raise b.error("a top-level key", truncated=(c == ""))
+            key = b.value("a top-level key")
+            c = b.skip_ws()
+            if c != ":":
+                raise b.error(f"the top-level key {key!r}", truncated=(c == ""))
+            b.pos += 1
+            if key == "traceEvents" and b.skip_ws() == "[":
+                meta["_has_events_key"] = True
+                yield from _array_items(b)
+            else:
+                meta[key] = b.value(f"the top-level key {key!r}")
+            c = b.skip_ws()
+            b.pos += 1
+            if c == "}":
+                break
+            if c != ",":
+                b.pos -= 1
+                raise b.error("the top-level object", truncated=(c == ""))
+    _expect_end(b)
+
+
+def _array_items(b: _Buffer) -> Iterator[List[Any]]:
+    """Yield batches (lists) of the items of the JSON array whose '[' is at the cursor.
+
+    Fast path: cut the buffered text after its last ``},`` and decode the cut as one JSON
+    array with ``json.loads``. A cut inside a string or a nested object cannot decode (the
+    text before it would be an incomplete value), so a successful decode proves the cut fell
+    between two items. When a cut fails — or near the end of the array — items are decoded one
+    at a time with the scanner up to the failed cut, then the fast path resumes.
+    """
+    b.pos += 1
+    if b.skip_ws() == "]":
+        b.pos += 1
+        return
+    loads, scan, comma = json.loads, _scan, _COMMA
+    slow_until = -1                       # file offset: decode one by one up to here
+    while True:
+        if len(b.buf) - b.pos < _LOOKAHEAD:
+            b.ensure()
+        if b.base + b.pos > slow_until:
+            cut = _last_cut(b.buf, b.pos)
+            if cut <= b.pos:              # no cut in the buffer: one by one through it
+                slow_until = b.base + len(b.buf)
+            else:
+                try:
+                    batch = loads("[" + b.buf[b.pos:cut + 1] + "]")
+                except ValueError:
+                    slow_until = b.base + cut
+                else:
+                    yield batch
+                    b.pos = cut + 2
+                    b.skip_ws()
+                    continue
+        # slow path: one item
+        try:
+            obj, end = scan(b.buf, b.pos)
+        except (StopIteration, json.JSONDecodeError, RecursionError):
+            obj = b.value("an event")     # refills and retries, or raises
+            end = b.pos
+        yield [obj]
+        m = comma(b.buf, end)
+        if m is not None:
+            b.pos = m.end()
+            continue
+        b.pos = end
+        c = b.skip_ws()
+        if c == ",":
+            b.pos += 1
+            b.skip_ws()
+        elif c == "]":
+            b.pos += 1
+            return
+        else:
+            raise b.error("the event list", truncated=(c == ""))
+
+
+def _last_cut(buf: str, lo: int, tries: int = 8) -> int:
+    """Index of the last ``}`` in ``buf[lo:]`` followed by ``,`` and then ``{`` (-1 if none)."""
+    cut = buf.rfind("},", lo)
+    while cut > lo and tries:
+        nxt = _WS(buf, cut + 2).end()
+        if nxt < len(buf) and buf[nxt] == "{":
+            return cut
+        cut = buf.rfind("},", lo, cut)
+        tries -= 1
+    return -1
+
+
+def _expect_end(b: _Buffer) -> None:
+    """Only whitespace may follow the top-level value."""
+    if b.skip_ws() != "":
+        raise b.error("the end of the file (extra data after the JSON value)", truncated=False)
