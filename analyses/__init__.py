@@ -1,0 +1,1 @@
+"""Experiment scripts that produce the paper's figures (run as ``python analyses/<script>.py``)."""

@@ -1,0 +1,94 @@
+"""Report fixtures: a small inline report dict, and one real tiny run shared by the session."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ENV = {"device": "cpu", "device_name": "Test CPU 9000", "gpu_name": None, "torch": "2.13.0",
+       "threads": 2}
+
+
+def _mode(fwd, bwd, opt, params=1_000_000, grads=0, opt_state=0, base=0, adapter=0, other=0):
+    total = fwd + bwd + opt
+    return {
+        "status": "ok", "error": None,
+        "step_time_s": {"median": total, "min": total * 0.9, "max": total * 1.2, "q1": total * 0.95,
+                        "q3": total * 1.05, "iqr": total * 0.1, "n": 5,
+                        "samples": [total * f for f in (0.9, 0.95, 1.0, 1.05, 1.2)]},
+        "phase_time_s": {"forward": fwd, "backward": bwd, "optimizer": opt * 0.9, "zero_grad": opt * 0.1},
+        "trainable_params": grads // 4,
+        "memory": {"param_bytes": params, "grad_bytes": grads, "optimizer_state_bytes": opt_state,
+                   "peak_bytes": None, "peak_source": "test"},
+        "saved_activations": {"total_bytes": base + adapter + other,
+                              "by_category": {"base": base, "adapter": adapter, "other": other},
+                              "by_module": {}},
+    }
+
+
+def _timeline():
+    events, t = [], 0.0
+    fwd = [("aten::linear", "base", 40.0), ("aten::dropout", "adapter", 6.0), ("aten::linear", "adapter", 9.0),
+           ("aten::linear", "adapter", 8.0), ("aten::mul", "adapter", 3.0), ("aten::add", "adapter", 3.0)]
+    bwd = [("aten::mul", "adapter", 3.0), ("aten::mm", "adapter", 7.0), ("aten::mm", "adapter", 7.0),
+           ("aten::mm", "base", 45.0), ("aten::add_", "other", 2.0)]
+    for phase, ops in (("forward", fwd), ("backward", bwd)):
+        for name, role, dur in ops:
+            events.append({"name": name, "role": role, "phase": phase, "lane": "cpu", "start_us": t, "dur_us": dur})
+            t += dur + 1.0
+        t += 500.0
+    return {"layer": "model.layers.0.self_attn.q_proj", "events": events}
+
+
+REPORT = {
+    "version": 1, "kind": "lora_profiler.report",
+    "workload": {"name": "inline", "arch": "llama", "batch_size": 2, "seq_len": 16, "tokens_per_step": 32,
+                 "total_params": 250_000},
+    "environment": ENV,
+    "adapters": {"source": "builtin", "count": 8, "rank": 8},
+    "modes": {
+        "full": _mode(0.010, 0.020, 0.006, grads=1_000_000, opt_state=2_000_000, base=400_000, other=20_000),
+        "lora": _mode(0.012, 0.016, 0.001, grads=32_000, opt_state=64_000, base=380_000, adapter=110_000),
+        "frozen": _mode(0.010, 0.012, 0.0, base=380_000),
+        "forward": _mode(0.009, 0.0, 0.0),
+    },
+    "speedup": {"lora_vs_full": 36 / 29, "ideal_vs_full": 36 / 22, "lora_vs_frozen": 22 / 29},
+    "attribution": {
+        "overhead_s": 0.007, "residual_s": 0.001,
+        "components": {"adapter_matmul_fwd": 0.0015, "adapter_matmul_bwd": 0.0025, "adapter_elementwise": 0.001,
+                       "adapter_optimizer": 0.0005, "dispatch_overhead": 0.0005, "gpu_idle_in_adapter": 0.0},
+        "adapter_launches": 120, "extra_saved_activation_bytes": 110_000,
+        "small_matmuls": {"unit": "op", "adapter_us": [3.0, 4.0, 5.5, 6.0, 8.0, 9.0, 12.0, 7.5],
+                          "base_us": [30.0, 45.0, 50.0, 80.0], "launch_cost_us": 5.0,
+                          "adapter_intensity": 3.9, "base_intensity": 40.0, "ridge_flop_per_byte": None,
+                          "below_ridge_fraction": 1.0},
+        "timeline": _timeline(),
+    },
+    "analysis": {}, "figures": [],
+}
+
+
+@pytest.fixture
+def report() -> dict:
+    """A complete small report dict (a fresh copy per test)."""
+    return copy.deepcopy(REPORT)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A real run folder: ``python -m lora_profiler.trace --preset tiny`` (2 steps, no figures)."""
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "lora_profiler.trace", "--preset", "tiny", "--steps", "2", "--warmup", "1",
+         "--no-figures", "--quiet", "--device", "cpu", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["out"] == str(out)
+    return out
