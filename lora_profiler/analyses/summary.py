@@ -1,7 +1,9 @@
 """Headline figures of a trace and the per-step view of the generic analyses.
 
 ``headline`` gives the flat figures a script checks first (dotted keys, us); ``per_step``
-repeats the cheap analyses for every ``ProfilerStep#N`` window.
+repeats the cheap analyses for every ``ProfilerStep#N`` window (rows of one step number from
+several files are pooled). Rows are grouped by their ``step`` column with one sort per table,
+so the cost does not grow with steps x rows.
 """
 
 from __future__ import annotations
@@ -11,8 +13,7 @@ from typing import Any, Dict, List
 import numpy as np
 
 from ..events import CAT_KERNEL, CAT_MEMCPY, CAT_MEMSET, Trace
-from .idle import gpu_idle
-from .launches import launch_stats
+from .idle import union_gaps
 
 
 def headline(trace: Trace) -> Dict[str, Any]:
@@ -35,30 +36,64 @@ def headline(trace: Trace) -> Dict[str, Any]:
 
 
 def per_step(trace: Trace) -> List[Dict[str, Any]]:
-    """For each step number: wall time, GPU totals, launches, idle time and op time (us)."""
+    """For each step number: wall time, GPU totals, launches, idle time and op time (us).
+
+    ``gpu.idle_us`` is the idle time inside the union of each device's activities of the step
+    (see ``idle``), summed over devices; ``launches.launch_bound`` counts the step's kernels
+    shorter than their launch call; ``launches.delay_median_us`` is the median of first GPU
+    start - launch start over the step's linked launches.
+    """
+    numbers = trace.steps.number
+    if len(numbers) == 0:
+        return []
+    k, L, ops = trace.kernels, trace.launches, trace.ops
+    step_num = lambda link: np.where(link >= 0, numbers[np.maximum(link, 0)], -1)  # noqa: E731
+    kg, lg, og = _groups(step_num(k.step)), _groups(step_num(L.step)), _groups(step_num(ops.step))
     rows = []
     for number in trace.step_numbers():
-        s = trace.for_step(number)
-        k = s.kernels
-        idle = gpu_idle(s)
-        ls = launch_stats(s)
-        kern = k.cat == CAT_KERNEL
+        ki, li, oi = kg.get(number, _NONE), lg.get(number, _NONE), og.get(number, _NONE)
+        kern = ki[k.cat[ki] == CAT_KERNEL]
+        linked_l = li[L.n_gpu[li] > 0]
+        kk = kern[k.launch[kern] >= 0]
+        bound = k.dur_us[kk] < L.dur_us[k.launch[kk]]
+        delay = k.ts_us[L.kernel[linked_l]] - L.ts_us[linked_l]
+        busy = idle = 0.0
+        dev_key = k.file[ki].astype(np.int64) * 65536 + k.device[ki]
+        for dk in np.unique(dev_key).tolist():
+            on = ki[dev_key == dk]
+            span = float((k.ts_us[on] + k.dur_us[on]).max() - k.ts_us[on].min())
+            gap = float(union_gaps(k.ts_us[on], k.dur_us[on]).sum())
+            busy, idle = busy + span - gap, idle + gap
+        st = trace.steps.number == number
         rows.append({
             "step": number,
-            "wall_us": float(s.steps.dur_us.max()) if len(s.steps) else 0.0,
-            "gpu.kernel.count": int(kern.sum()),
+            "wall_us": float(trace.steps.dur_us[st].max()),
+            "gpu.kernel.count": int(kern.size),
             "gpu.kernel.total_us": float(k.dur_us[kern].sum()),
-            "gpu.memcpy.count": int((k.cat == CAT_MEMCPY).sum()),
-            "gpu.memset.count": int((k.cat == CAT_MEMSET).sum()),
-            "gpu.busy_us": float(sum(d.busy_us for d in idle.devices)),
-            "gpu.idle_us": float(sum(d.idle_us for d in idle.devices)),
-            "launches.count": ls.count,
-            "launches.linked": ls.linked,
-            "launches.cpu_us": ls.cpu_us["total"],
-            "launches.launch_bound": ls.launch_bound,
-            "launches.delay_median_us": ls.delay_us["median"],
-            "ops.count": len(s.ops),
-            "ops.self_us": float(s.ops.self_us.sum()),
-            "ops.backward": int(np.count_nonzero(s.ops.is_backward)),
+            "gpu.memcpy.count": int((k.cat[ki] == CAT_MEMCPY).sum()),
+            "gpu.memset.count": int((k.cat[ki] == CAT_MEMSET).sum()),
+            "gpu.busy_us": busy,
+            "gpu.idle_us": idle,
+            "launches.count": int(li.size),
+            "launches.linked": int(linked_l.size),
+            "launches.cpu_us": float(L.dur_us[linked_l].sum()),
+            "launches.launch_bound": int(bound.sum()),
+            "launches.delay_median_us": float(np.median(delay)) if delay.size else None,
+            "ops.count": int(oi.size),
+            "ops.self_us": float(ops.self_us[oi].sum()),
+            "ops.backward": int(np.count_nonzero(ops.is_backward[oi])),
         })
     return rows
+
+
+_NONE = np.zeros(0, dtype=np.int64)
+
+
+def _groups(key: np.ndarray) -> Dict[int, np.ndarray]:
+    """Row indices per key value (one stable sort), skipping key -1."""
+    order = np.argsort(key, kind="stable")
+    k = key[order]
+    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]]) if k.size else _NONE
+    ends = np.r_[starts[1:], k.size]
+    return {int(k[s]): order[s:e] for s, e in zip(starts.tolist(), ends.tolist())
+            if k[s] != -1}

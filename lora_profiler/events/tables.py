@@ -173,7 +173,7 @@ class Annotations(_Table):
 
 @dataclass(frozen=True)
 class Steps(_Table):
-    """``ProfilerStep#N`` windows, one row per step and file, in time order.
+    """``ProfilerStep#N`` windows, one row per step and file, in time order within a file.
 
     Columns: number (int64 N); name (int32); ts_us, dur_us (float64 us: the CPU window);
     pid, tid (int64); file (int16); gpu_ts_us, gpu_end_us (float64 us: the step's GPU window,

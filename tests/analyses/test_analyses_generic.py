@@ -144,6 +144,13 @@ def test_invariants_on_a_real_trace(traces_dir):
     assert [s["step"] for s in steps] == t.step_numbers()
     assert sum(s["gpu.kernel.count"] for s in steps) == int(
         ((t.kernels.step >= 0) & (t.kernels.cat == 0)).sum())
+    for row in steps:                        # grouped per-step figures == analyses of a view
+        view = t.for_step(row["step"])
+        lv, iv = launch_stats(view), gpu_idle(view)
+        assert (row["launches.count"], row["launches.linked"], row["launches.launch_bound"]) == (
+            lv.count, lv.linked, lv.launch_bound)
+        assert row["launches.delay_median_us"] == lv.delay_us["median"]
+        assert row["gpu.idle_us"] == pytest.approx(sum(d.idle_us for d in iv.devices))
     ls = launch_stats(t)
     assert ls.linked == int((t.launches.n_gpu > 0).sum()) and ls.linked <= ls.count
     assert 0 < ls.launch_bound < kb.kernel_count

@@ -7,6 +7,7 @@ import pytest
 from lora_profiler.events import effective_scope, load_trace, parse_dims
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # profiler schedule notes
 
 
 def record(tmp_path):
