@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--no-profile", action="store_true", help="skip the profiled runs (no traces, no attribution)")
     m.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda or cuda:N")
     m.add_argument("--seed", type=int, default=0, help="seed for weights and batch (default 0)")
+    m.add_argument("--threads", type=_positive_int, help="CPU threads for torch (default: torch's own choice)")
     o = p.add_argument_group("output")
     o.add_argument("--out", type=Path, help="run folder (default runs/<timestamp>; never overwrites a run)")
     o.add_argument("--no-figures", action="store_true", help="skip drawing figures")
@@ -204,6 +205,10 @@ def run(args) -> tuple[int, dict]:
         raise UsageError(f"--warmup {args.warmup} must be 0 or more")
     out = resolve_out(args.out)
     device = resolve_device(args.device)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     started = time.perf_counter()
     try:
         workload = _build_workload(args, device)

@@ -33,7 +33,7 @@ def lora_attribution(facts: dict, traces: dict) -> Optional[dict]:
              for m in ("lora", "frozen")}
     out["extra_saved_activation_bytes"] = (saved["lora"] - saved["frozen"]
                                            if None not in saved.values() else None)
-    out["peak_memory_bytes"] = memory_peaks(facts, traces)
+    out["peak_memory_bytes"] = memory_peaks(facts)
     out["small_matmuls"] = small_matmuls(lora, roles, launch_cost_us(lora))
     out["serial_path"] = serial_path(lora, roles)
     out["vs_full"] = versus_full(facts, out)

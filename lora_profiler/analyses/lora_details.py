@@ -198,18 +198,14 @@ def timeline(trace: Trace, roles: Roles) -> Optional[dict]:
     return {"layer": pick, "events": events}
 
 
-def memory_peaks(facts: dict, traces: dict) -> dict:
-    """Peak memory per mode: the CUDA allocator's (facts) or the trace's allocator events."""
+def memory_peaks(facts: dict) -> dict:
+    """Memory per mode: the CUDA allocator's peak where measured, else the accounted bytes
+    (parameters + gradients + optimizer state + saved activations; CPU keeps no allocator peak).
+    """
     out = {}
     for mode, entry in facts["modes"].items():
-        peak = (entry.get("memory") or {}).get("peak_bytes")
-        tr = traces.get(mode)
-        if peak is None and tr is not None and len(tr.memory.total_allocated):
-            dev = 1 if facts["environment"]["device"] == "cuda" else 0
-            rows = tr.memory.device_type == dev
-            if rows.any():
-                peak = int(tr.memory.total_allocated[rows].max())
-        out[mode] = peak
+        mem = entry.get("memory") or {}
+        out[mode] = mem.get("peak_bytes") if mem.get("peak_bytes") is not None else mem.get("accounted_bytes")
     return out
 
 

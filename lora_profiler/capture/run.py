@@ -236,12 +236,16 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
             if cfg.backward:
                 try:
                     res["saved_activations"] = measure_saved(workload.model, hooks, runner.forward_loss)
+                    mem = res["memory"]
+                    mem["accounted_bytes"] = (mem["param_bytes"] + mem["grad_bytes"] + mem["optimizer_state_bytes"]
+                                              + res["saved_activations"]["total_bytes"])
                 except ModeFailure as exc:
                     fail(mode, exc)
                 bar.update(f"accounting {mode}")
             else:
                 res["saved_activations"] = {"total_bytes": 0, "by_category": {"base": 0, "adapter": 0, "other": 0},
                                             "by_module": {}, "tensors": 0}
+                res["memory"]["accounted_bytes"] = res["memory"]["param_bytes"]
         for runner in runners.values():
             runner.release()
         runners.clear()
@@ -333,8 +337,9 @@ def _profile_mode(workload: Workload, mode: str, input_grad: InputGrad, options:
             res["memory"]["peak_bytes"] = int(torch.cuda.max_memory_allocated(workload.device))
             res["memory"]["peak_source"] = "torch.cuda.max_memory_allocated over the profiled active steps"
         else:
-            res["memory"]["peak_source"] = ("CPU: no allocator peak is kept; the analysis reads the peak "
-                                            "of the profiler's memory events in this mode's trace")
+            res["memory"]["peak_source"] = ("CPU: PyTorch keeps no allocator peak on CPU; see "
+                                            "accounted_bytes (parameters + gradients + optimizer "
+                                            "state + saved activations)")
     finally:
         runner.release()
     return sorted(str(p.relative_to(out_dir)) for p in set(trace_dir.iterdir()) - before)
