@@ -27,7 +27,7 @@ def lora_attribution(facts: dict, traces: dict) -> Optional[dict]:
     t_lora, t_frozen = _median(facts, "lora"), _median(facts, "frozen")
     if lora is None or t_lora is None or t_frozen is None:
         return None
-    out = attribute(lora, traces.get("frozen"), t_lora, t_frozen)
+    out = attribute(lora, traces.get("frozen"), facts["modes"]["lora"], facts["modes"]["frozen"])
     roles = assign_roles(lora)
     saved = {m: (facts["modes"][m].get("saved_activations") or {}).get("total_bytes")
              for m in ("lora", "frozen")}

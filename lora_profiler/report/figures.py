@@ -48,6 +48,7 @@ COMPONENT_LABELS = {
     "adapter_optimizer": "optimizer on adapters",
     "dispatch_overhead": "op dispatch/launch overhead",
     "gpu_idle_in_adapter": "GPU idle in adapter path",
+    "other_ops_delta": "rest of the step, LoRA − frozen",
 }
 
 
@@ -162,8 +163,9 @@ def overhead_figure(report: dict) -> Figure:
     residual = att.get("residual_s")
     if residual is None:
         residual = overhead - sum(comps.values())
-    items = sorted(((n, v) for n, v in comps.items() if v), key=lambda kv: -kv[1])
-    stack = sum(v for _, v in items)
+    # positives stacked rightwards (largest first), then negatives stacked back from their end
+    items = sorted(((n, v) for n, v in comps.items() if v), key=lambda kv: (kv[1] < 0, -abs(kv[1])))
+    stack = max(sum(v for _, v in items if v > 0), sum(v for _, v in items))
     unit, k = style.time_unit(max(abs(overhead), stack, stack + residual, 1e-9))
 
     def share(v: float) -> str:
@@ -178,18 +180,23 @@ def overhead_figure(report: dict) -> Figure:
         handles = []
         for i, (name, v) in enumerate(items):
             color = style.CATEGORY_COLORS[i % len(style.CATEGORY_COLORS)]
-            ax.barh(0, v * k, left=left, height=0.55, color=color, edgecolor="white", linewidth=0.4)
+            if v > 0:
+                ax.barh(0, v * k, left=left, height=0.55, color=color, edgecolor="white", linewidth=0.4)
+            else:  # a saving: drawn backwards, thinner, over the bars it takes back
+                ax.barh(0, v * k, left=left, height=0.3, color=color, edgecolor="black", linewidth=0.4,
+                        zorder=3)
             handles.append(Patch(color=color, label=f"{_component_label(name)}: {v * k:.3g} {unit}{share(v)}"))
             left += v * k
-        ax.barh(0, residual * k, left=left, height=0.55, facecolor="white", edgecolor=NEUTRAL,
-                hatch="xxxx", hatchcolor=NEUTRAL, linewidth=0.6)
+        overlaps = any(v < 0 for _, v in items)  # then the residual starts inside the stack: see through
+        ax.barh(0, residual * k, left=left, height=0.55, facecolor="none" if overlaps else "white",
+                edgecolor=NEUTRAL, hatch="xxxx", hatchcolor=NEUTRAL, linewidth=0.6, zorder=2.5)
         handles.append(Patch(facecolor="white", edgecolor=NEUTRAL, hatch="xxxx", hatchcolor=NEUTRAL,
                              label=f"residual (unexplained): {residual * k:.3g} {unit}{share(residual)}"))
         ax.set_yticks([0, 1], ["attributed", "measured\nT_lora − T_frozen"])
         ax.set_xlabel(f"overhead per step ({unit})")
         ax.set_ylim(-0.5, 1.5)
         lo = min(0, (left + residual * k) * 1.05)
-        hi = max(left, overhead * k, left + residual * k) * 1.2
+        hi = max(left, overhead * k, left + residual * k, stack * k) * 1.2
         ax.set_xlim(lo, hi if hi > lo else lo + 1)  # all zero: any non-empty range
         ax.axvline(0, color="black", linewidth=0.6)
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(-0.35, -0.28), ncols=1,

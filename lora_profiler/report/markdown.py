@@ -43,6 +43,7 @@ def report_markdown(report: dict) -> str:
         for name, sec in sorted(att["components"].items(), key=lambda kv: -kv[1]):
             out.append(f"| {name} | {fmt_s(sec)} | {100 * sec / total:.1f}% |")
         out.append(f"| residual | {fmt_s(att['residual_s'])} | {100 * att['residual_s'] / total:.1f}% |")
+        out += [""] + [f"> warning: {w}" for w in att.get("warnings") or []]
     if report.get("figures"):
         out += ["", "## Figures", ""] + [f"![{f}]({f})" for f in report["figures"] if f.endswith(".png")]
     return "\n".join(out) + "\n"

@@ -39,8 +39,10 @@ def summary_text(report: dict) -> str:
             lines.append(f"  {name:28s} {fmt_s(sec):>9s} {100 * sec / total:6.1f}%")
         lines.append(f"  {'residual (unexplained)':28s} {fmt_s(att['residual_s']):>9s} "
                      f"{100 * att['residual_s'] / total:6.1f}%")
-        lines.append(f"  adapter ops per step: {att.get('adapter_launches')}, extra saved activations: "
-                     f"{fmt_bytes(att.get('extra_saved_activation_bytes'))}")
+        lines.append(f"  adapter {att.get('unit', 'op')}s per step: {att.get('adapter_launches'):.0f}, "
+                     f"extra saved activations: {fmt_bytes(att.get('extra_saved_activation_bytes'))}")
+        for warning in att.get("warnings") or []:
+            lines.append(f"  warning: {warning}")
     if report.get("figures"):
         lines.append(f"figures: {len(report['figures'])} in {report['figures'][0].rsplit('/', 1)[0]}/")
     return "\n".join(lines)

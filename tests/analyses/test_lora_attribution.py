@@ -75,23 +75,31 @@ def test_roles_follow_scopes_and_sequence_numbers(tmp_path):
     assert roles.layers == ["blk.q"]
 
 
+def facts(step_s, forward_s, backward_s, optimizer_s):
+    return {"step_time_s": {"median": step_s},
+            "phase_time_s": {"forward": forward_s, "backward": backward_s, "optimizer": optimizer_s,
+                             "zero_grad": 0.0}}
+
+
 def test_components_add_up_exactly(tmp_path):
     lora = load_trace(str(write_trace(tmp_path, lora_step_events())))
-    # Measured step equal to the traced one: no profiler cost to remove.
-    out = attribute(lora, None, t_lora_s=1000e-6, t_frozen_s=600e-6)
+    # Measured phases equal to the traced ones: no profiler cost to remove.
+    out = attribute(lora, None, facts(1000e-6, 400e-6, 400e-6, 150e-6), facts(600e-6, 300e-6, 300e-6, 0.0))
     c = {k: round(v * 1e6, 6) for k, v in out["components"].items()}
-    assert out["profiler_cost_us_per_event"] == 0.0
+    assert out["profiler_cost_us_per_event"]["lora"] == {"forward": 0.0, "backward": 0.0}
     assert c["adapter_matmul_fwd"] == 20 + 20
     assert c["adapter_matmul_bwd"] == 50 + 60
     # dropout 30 + mul 15 + add 15 forward; Add/Mul/Dropout backward 10+10+20; AccumulateGrad 5+5
     assert c["adapter_elementwise"] == 30 + 15 + 15 + 10 + 10 + 20 + 5 + 5
-    assert c["adapter_optimizer"] == 150
+    assert c["adapter_optimizer"] == 150  # measured optimizer phase, lora - frozen
     # forward path wall time (300 - 100 base) minus its ops (30+20+20+15+15) = 100; backward gaps
     # before adapter nodes: Add 0 (first), Mul 5, MmB(lora_B) 5, MmB(lora_A) 10, Dropout 5,
     # AccumulateGrad 20 and 5
     assert c["dispatch_overhead"] == 100 + 5 + 5 + 10 + 5 + 20 + 5
+    assert "other_ops_delta" not in c  # no frozen trace given
     assert out["overhead_s"] == pytest.approx(400e-6)
     assert out["residual_s"] == pytest.approx(400e-6 - sum(out["components"].values()))
+    assert out["phase_overhead_s"]["forward"] == pytest.approx(100e-6)
     # leaf adapter ops: forward dropout, mm, mm, mul, add; backward Add, Mul, the mm nested in
     # lora_B's node, lora_A's node, Dropout (AccumulateGrad is not on the adapter path)
     assert out["adapter_launches"] == 10
@@ -99,14 +107,27 @@ def test_components_add_up_exactly(tmp_path):
 
 def test_profiler_cost_is_removed_per_event(tmp_path):
     lora = load_trace(str(write_trace(tmp_path, lora_step_events())))
-    events = len(lora.ops.name) + len(lora.scopes.name) - 1  # ProfilerStep is not an lp/ scope
-    per_event = 1.0  # us: measured step = traced - 1 us per recorded op and scope
-    measured = (1000 - per_event * (len(lora.ops.name) + len(lora.scopes.name))) * 1e-6
-    out = attribute(lora, None, t_lora_s=measured, t_frozen_s=0.0)
-    assert out["profiler_cost_us_per_event"] == pytest.approx(per_event)
+    # forward window 0..400: 6 ops (3 mm, dropout, mul, add) and 6 lp/ scopes inside it
+    fwd_events = 6 + 6
+    out = attribute(lora, None, facts(1000e-6, (400 - fwd_events) * 1e-6, 400e-6, 0.0),
+                    facts(0.0, 0.0, 0.0, 0.0))
+    assert out["profiler_cost_us_per_event"]["lora"]["forward"] == pytest.approx(1.0)
+    assert out["profiler_cost_us_per_event"]["lora"]["backward"] == 0.0
     # lora_A and lora_B forward mm: 40 us traced, 2 ops -> 38 us
     assert out["components"]["adapter_matmul_fwd"] == pytest.approx(38e-6)
-    assert events > 0
+
+
+def test_other_ops_delta_compares_the_frozen_trace(tmp_path):
+    events = lora_step_events()
+    lora = load_trace(str(write_trace(tmp_path, events, "lora.json")))
+    # The frozen step: the same base op, 10 us faster, and no adapter path.
+    frozen_events = [e for e in events if not (e["name"].startswith(L + "#") and e["name"] != L + "#base")]
+    frozen_events = [dict(e, dur=70) if e["name"] == "aten::mm" and e["ts"] == 20 else e for e in frozen_events
+                     if not (e["cat"] == "cpu_op" and e["ts"] in (125, 175, 215, 255, 275, 410, 425, 440, 445, 500, 565, 700, 710))]
+    frozen = load_trace(str(write_trace(tmp_path, frozen_events, "frozen.json")))
+    f = facts(1000e-6, 400e-6, 400e-6, 0.0)
+    out = attribute(lora, frozen, f, f)
+    assert out["components"]["other_ops_delta"] == pytest.approx(10e-6)
 
 
 def test_matmul_intensity_from_dims():
@@ -139,8 +160,8 @@ def test_real_run_attribution(tiny_run):
     att = lora_attribution(facts, traces)
     n_adapters = facts["adapters"]["count"]
     assert set(att["components"]) == {"adapter_matmul_fwd", "adapter_matmul_bwd", "adapter_elementwise",
-                                      "dispatch_overhead", "adapter_optimizer"}
-    assert all(v >= 0 for v in att["components"].values())
+                                      "dispatch_overhead", "adapter_optimizer", "other_ops_delta"}
+    assert all(v >= 0 for k, v in att["components"].items() if k not in ("other_ops_delta", "adapter_optimizer"))
     t = {m: facts["modes"][m]["step_time_s"]["median"] for m in ("lora", "frozen")}
     assert att["overhead_s"] == pytest.approx(t["lora"] - t["frozen"])
     assert att["residual_s"] == pytest.approx(att["overhead_s"] - sum(att["components"].values()))
