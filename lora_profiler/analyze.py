@@ -32,6 +32,18 @@ RunHook = Callable[[Path, Dict[str, Any], Dict[str, Trace], Dict[str, Any]], Non
 RUN_HOOKS: List[RunHook] = []
 
 
+def lora_hook(run: Path, facts: Dict[str, Any], traces: Dict[str, Trace], result: Dict[str, Any]) -> None:
+    """Add the speedups and LoRA attribution (when the run has lora and frozen traces)."""
+    from .analyses.lora import lora_attribution
+    from .report.build import speedups
+
+    result["speedup"] = speedups(facts)
+    result["attribution"] = lora_attribution(facts, traces)
+
+
+RUN_HOOKS.append(lora_hook)
+
+
 def analyze_trace(trace: Trace, top: Optional[int] = 15, steps: bool = True) -> Dict[str, Any]:
     """All generic analyses of one trace as one JSON-serialisable dict (times in us).
 
@@ -288,6 +300,11 @@ def _run(args, top):
         doc = analyze_run(paths[0], top=top)
         text = "\n\n".join(f"== mode {m}\n" + trace_text(d) for m, d in doc["modes"].items())
         head = {m: d["headline"] for m, d in doc["modes"].items()}
+        if doc.get("attribution"):
+            from .report.text import attribution_text
+
+            text += "\n\n== LoRA against the frozen floor\n" + attribution_text(doc["attribution"])
+            head["attribution"] = {k: doc["attribution"][k] for k in ("overhead_s", "residual_s", "components")}
         return doc, text, head
     a = _load(paths, args)
     if args.compare:

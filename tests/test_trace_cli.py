@@ -119,7 +119,18 @@ def test_tiny_preset_run_writes_report(capsys, tmp_path):
     assert report["speedup"]["lora_vs_full"] == pytest.approx(t["full"] / t["lora"])
     assert report["speedup"]["ideal_vs_full"] == pytest.approx(t["full"] / t["frozen"])
     assert "mode" in stdout and "speedup over full fine-tuning" in stdout
+    assert "LoRA overhead over the frozen floor" in stdout
     assert (out / "report.md").read_text().startswith("# lora_profiler report")
+    att = report["attribution"]
+    assert att["overhead_s"] == pytest.approx(t["lora"] - t["frozen"])
+
+    # analyze reads the run folder again and finds the same attribution
+    from lora_profiler.analyze import main as analyze_main
+
+    assert analyze_main([str(out), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc["modes"]) == {"full", "lora", "frozen", "forward"}
+    assert doc["attribution"]["components"] == pytest.approx(att["components"])
 
 
 def test_peft_wrapped_hf_llama_file(capsys, tmp_path):

@@ -31,18 +31,23 @@ def summary_text(report: dict) -> str:
 
     lines.append(f"speedup over full fine-tuning: LoRA {x(sp.get('lora_vs_full'))}, "
                  f"ideal (frozen floor) {x(sp.get('ideal_vs_full'))}")
-    att = report.get("attribution")
-    if att:
-        lines.append(f"LoRA overhead over the frozen floor: {fmt_s(att['overhead_s'])} per step")
-        total = att["overhead_s"] or float("nan")
-        for name, sec in sorted(att["components"].items(), key=lambda kv: -kv[1]):
-            lines.append(f"  {name:28s} {fmt_s(sec):>9s} {100 * sec / total:6.1f}%")
-        lines.append(f"  {'residual (unexplained)':28s} {fmt_s(att['residual_s']):>9s} "
-                     f"{100 * att['residual_s'] / total:6.1f}%")
-        lines.append(f"  adapter {att.get('unit', 'op')}s per step: {att.get('adapter_launches'):.0f}, "
-                     f"extra saved activations: {fmt_bytes(att.get('extra_saved_activation_bytes'))}")
-        for warning in att.get("warnings") or []:
-            lines.append(f"  warning: {warning}")
+    if report.get("attribution"):
+        lines.append(attribution_text(report["attribution"]))
     if report.get("figures"):
         lines.append(f"figures: {len(report['figures'])} in {report['figures'][0].rsplit('/', 1)[0]}/")
+    return "\n".join(lines)
+
+
+def attribution_text(att: dict) -> str:
+    """LoRA's overhead over the frozen floor and its components, one per line."""
+    lines = [f"LoRA overhead over the frozen floor: {fmt_s(att['overhead_s'])} per step"]
+    total = att["overhead_s"] or float("nan")
+    for name, sec in sorted(att["components"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {name:28s} {fmt_s(sec):>9s} {100 * sec / total:6.1f}%")
+    lines.append(f"  {'residual (unexplained)':28s} {fmt_s(att['residual_s']):>9s} "
+                 f"{100 * att['residual_s'] / total:6.1f}%")
+    lines.append(f"  adapter {att.get('unit', 'op')}s per step: {att.get('adapter_launches'):.0f}, "
+                 f"extra saved activations: {fmt_bytes(att.get('extra_saved_activation_bytes'))}")
+    for warning in att.get("warnings") or []:
+        lines.append(f"  warning: {warning}")
     return "\n".join(lines)
