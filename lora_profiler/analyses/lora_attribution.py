@@ -167,7 +167,7 @@ def cpu_components(trace: Trace, roles: Roles) -> dict:
     return out
 
 
-def _gap_before(trace: Trace) -> np.ndarray:
+def gap_before(trace: Trace) -> np.ndarray:
     """(kernels,) us the kernel's stream sat idle right before it started."""
     k = trace.kernels
     order = np.lexsort((k.ts_us, k.stream, k.device))
@@ -197,7 +197,7 @@ def gpu_components(trace: Trace, roles: Roles) -> dict:
     adapter = roles.role_mask(ADAPTER_ROLES, kernels=True)
     matmul = roles.role_mask(MATMUL_ROLES, kernels=True)
     in_acc = _kernel_in_acc(trace)
-    gap = _gap_before(trace)
+    gap = gap_before(trace)
     out = {"adapter_matmul_fwd": {}, "adapter_matmul_bwd": {}, "adapter_elementwise": {}, "gpu_idle_in_adapter": {}}
     for phase, p in (("forward", FWD), ("backward", BWD)):
         in_phase = roles.kernel_phase == p

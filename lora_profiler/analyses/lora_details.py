@@ -9,6 +9,7 @@ import numpy as np
 
 from ..events import Trace, parse_dims
 from .devices import device_peak
+from .lora_attribution import gap_before
 from .lora_roles import ADAPTER_ROLES, MATMUL_LEAF_OPS, PHASES, ROLES, Roles
 
 FWD, BWD = PHASES.index("forward"), PHASES.index("backward")
@@ -113,7 +114,7 @@ def serial_path(trace: Trace, roles: Roles) -> dict:
     base_role, adapter_roles = ROLES.index("base"), [ROLES.index(r) for r in ADAPTER_ROLES]
     top_bwd = ops.is_top & (roles.op_phase == BWD) & (roles.op_layer >= 0)
     gpu = trace.device != "cpu" and len(trace.kernels.name) > 0
-    idle = _gpu_idle_before(trace) if gpu else None
+    idle = gap_before(trace) if gpu else None
     for li, path in enumerate(layers):
         mine = roles.scope_layer == li
         layer_us = float(sc.dur_us[mine & np.array([p == "" for p in roles.scope_part])].sum())
@@ -134,18 +135,6 @@ def serial_path(trace: Trace, roles: Roles) -> dict:
         "fwd_base_s": sum(e["fwd_base_us"] for e in out) * 1e-6,
         "bwd_base_s": sum(e["bwd_base_us"] for e in out) * 1e-6,
     }
-
-
-def _gpu_idle_before(trace: Trace) -> np.ndarray:
-    """(kernels,) us the kernel's stream sat idle right before it started."""
-    k = trace.kernels
-    order = np.lexsort((k.ts_us, k.stream, k.device))
-    end = (k.ts_us + k.dur_us)[order]
-    same = np.r_[False, (k.device[order][1:] == k.device[order][:-1]) & (k.stream[order][1:] == k.stream[order][:-1])]
-    gap = np.where(same, np.clip(k.ts_us[order] - np.r_[0.0, end[:-1]], 0.0, None), 0.0)
-    out = np.empty_like(gap)
-    out[order] = gap
-    return out
 
 
 def timeline(trace: Trace, roles: Roles) -> Optional[dict]:
