@@ -167,12 +167,18 @@ def cpu_components(trace: Trace, roles: Roles) -> dict:
     return out
 
 
-def gap_before(trace: Trace) -> np.ndarray:
-    """(kernels,) us the kernel's stream sat idle right before it started."""
+def gap_before(trace: Trace, phase: Optional[np.ndarray] = None) -> np.ndarray:
+    """(kernels,) us the kernel's stream sat idle right before it started.
+
+    With ``phase`` (kernels,) given, a gap after a kernel of another phase counts 0: the wait
+    between forward and backward is the loss and the engine, not the kernel's launch.
+    """
     k = trace.kernels
     order = np.lexsort((k.ts_us, k.stream, k.device))
     end = (k.ts_us + k.dur_us)[order]
     same = np.r_[False, (k.device[order][1:] == k.device[order][:-1]) & (k.stream[order][1:] == k.stream[order][:-1])]
+    if phase is not None:
+        same &= np.r_[False, phase[order][1:] == phase[order][:-1]]
     prev_end = np.maximum.accumulate(np.where(same, np.r_[0.0, end[:-1]], -np.inf))
     gap = np.where(same, np.clip(k.ts_us[order] - prev_end, 0.0, None), 0.0)
     out = np.empty_like(gap)
@@ -197,7 +203,7 @@ def gpu_components(trace: Trace, roles: Roles) -> dict:
     adapter = roles.role_mask(ADAPTER_ROLES, kernels=True)
     matmul = roles.role_mask(MATMUL_ROLES, kernels=True)
     in_acc = _kernel_in_acc(trace)
-    gap = gap_before(trace)
+    gap = gap_before(trace, roles.kernel_phase)
     out = {"adapter_matmul_fwd": {}, "adapter_matmul_bwd": {}, "adapter_elementwise": {}, "gpu_idle_in_adapter": {}}
     for phase, p in (("forward", FWD), ("backward", BWD)):
         in_phase = roles.kernel_phase == p

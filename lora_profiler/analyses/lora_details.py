@@ -114,7 +114,7 @@ def serial_path(trace: Trace, roles: Roles) -> dict:
     base_role, adapter_roles = ROLES.index("base"), [ROLES.index(r) for r in ADAPTER_ROLES]
     top_bwd = ops.is_top & (roles.op_phase == BWD) & (roles.op_layer >= 0)
     gpu = trace.device != "cpu" and len(trace.kernels.name) > 0
-    idle = gap_before(trace) if gpu else None
+    idle = gap_before(trace, roles.kernel_phase) if gpu else None
     for li, path in enumerate(layers):
         mine = roles.scope_layer == li
         layer_us = float(sc.dur_us[mine & np.array([p == "" for p in roles.scope_part])].sum())

@@ -190,3 +190,45 @@ def test_real_run_attribution(tiny_run):
 def test_no_attribution_without_lora_trace(tiny_run):
     facts, traces = tiny_run
     assert lora_attribution(facts, {m: t for m, t in traces.items() if m != "lora"}) is None
+
+
+def gpu_step_events():
+    """One CUDA step: base mm, lora_A mm, lora_B mm in the forward, lora_A's backward; each op
+    launches one kernel on stream 7 (times in us). The GPU idles 5 us before lora_A's kernel
+    and 35 us before lora_B's: it waits for the CPU to launch them."""
+    def launch(ts, corr):
+        return {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": ts, "dur": 4,
+                "pid": 1, "tid": 1, "args": {"correlation": corr}}
+
+    def kernel(name, ts, dur, corr):
+        return {"ph": "X", "cat": "kernel", "name": name, "ts": ts, "dur": dur, "pid": 0, "tid": 7,
+                "args": {"correlation": corr, "device": 0, "stream": 7}}
+
+    return [
+        scope("ProfilerStep#1", 0, 1000),
+        scope("lp/phase/forward", 0, 300),
+        scope(L, 10, 200),
+        scope(L + "#base", 10, 50), op("aten::mm", 12, 40, seq=1, dims=[[64, 32], [32, 32]]), launch(14, 1),
+        scope(L + "#lora_A", 70, 40), op("aten::mm", 72, 30, seq=2, dims=[[64, 32], [32, 4]]), launch(74, 2),
+        scope(L + "#lora_B", 120, 40), op("aten::mm", 122, 30, seq=3, dims=[[64, 4], [4, 32]]), launch(124, 3),
+        kernel("sm90_xmma_gemm_bf16", 20, 60, 1),      # base: 20..80
+        kernel("sm90_xmma_gemm_bf16", 85, 10, 2),      # lora_A: idle 5 before
+        kernel("sm90_xmma_gemm_bf16", 130, 10, 3),     # lora_B: idle 35 before
+        scope("lp/phase/backward", 300, 300),
+        op("autograd::engine::evaluate_function: MmBackward0", 310, 40, seq=2), launch(315, 4),
+        kernel("sm90_xmma_gemm_bf16", 330, 20, 4),     # lora_A backward
+    ]
+
+
+def test_gpu_components_from_kernels(tmp_path):
+    lora = load_trace(str(write_trace(tmp_path, gpu_step_events())))
+    assert lora.device == "cuda"
+    out = attribute(lora, None, facts(1000e-6, 300e-6, 300e-6, 0.0), facts(0.0, 0.0, 0.0, 0.0))
+    c = {k: round(v * 1e6, 6) for k, v in out["components"].items()}
+    assert out["unit"] == "kernel"
+    assert c["adapter_matmul_fwd"] == 10 + 10   # kernel time, not the ops' CPU time
+    assert c["adapter_matmul_bwd"] == 20
+    # idle before each adapter kernel: lora_A 85-80=5, lora_B 130-95=35; the backward kernel's
+    # wait follows a forward kernel (the loss, the engine), not a launch of the adapter path
+    assert c["gpu_idle_in_adapter"] == 5 + 35
+    assert out["adapter_launches"] == 3          # adapter kernels per step
