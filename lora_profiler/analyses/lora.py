@@ -12,7 +12,7 @@ from .lora_roles import assign_roles
 
 
 def _median(facts: dict, mode: str) -> Optional[float]:
-    entry = facts["modes"].get(mode) or {}
+    entry = (facts.get("modes") or {}).get(mode) or {}
     return (entry.get("step_time_s") or {}).get("median") if entry.get("status") == "ok" else None
 
 

@@ -36,7 +36,7 @@ def load_facts(run_dir: str | Path) -> dict:
 
 
 def _median(facts: dict, mode: str) -> Optional[float]:
-    entry = facts["modes"].get(mode) or {}
+    entry = (facts.get("modes") or {}).get(mode) or {}
     if entry.get("status") != "ok":
         return None
     return (entry.get("step_time_s") or {}).get("median")
