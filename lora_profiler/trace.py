@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--modes", type=_modes, default=MODES, help="comma-separated subset of full,lora,frozen,forward")
     m.add_argument("--steps", type=_positive_int, default=5, help="timed steps per mode (default 5)")
     m.add_argument("--warmup", type=int, default=2, help="warm-up steps per mode (default 2)")
-    m.add_argument("--profile-steps", type=_positive_int, default=2, help="active steps in each mode's profiled run (default 2)")
+    m.add_argument("--profile-steps", type=_positive_int, default=3,
+                   help="active steps in each mode's profiled run; the attribution takes the median (default 3)")
     m.add_argument("--no-profile", action="store_true", help="skip the profiled runs (no traces, no attribution)")
     m.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda or cuda:N")
     m.add_argument("--seed", type=int, default=0, help="seed for weights and batch (default 0)")

@@ -43,19 +43,23 @@ TRACED = ("forward", "backward")  # phases whose components come from the trace
 
 
 def _n_steps(trace: Trace) -> int:
-    return len(trace.step_numbers())
+    """ProfilerStep windows (rows of the steps table: one per step and file)."""
+    return len(trace.steps.dur_us)
 
 
 def _per_step(values: np.ndarray, step: np.ndarray, n_steps: int) -> float:
-    """Mean over steps of the sum of ``values`` (rows outside every step are dropped)."""
+    """Median over step windows of the sum of ``values`` in each (rows outside every step are
+    dropped): one disturbed step of a profiled run does not move it."""
     if n_steps == 0:
         return float(values.sum())
-    return float(values[step >= 0].sum()) / n_steps
+    rows = step >= 0
+    sums = np.bincount(step[rows], weights=values[rows], minlength=n_steps)[:n_steps]  # (steps,) us
+    return float(np.median(sums))
 
 
-def mean_step_us(trace: Trace) -> Optional[float]:
-    """Mean ProfilerStep duration in us (None when the trace has no steps)."""
-    return float(np.mean(trace.steps.dur_us)) if len(trace.steps.dur_us) else None
+def median_step_us(trace: Trace) -> Optional[float]:
+    """Median ProfilerStep duration in us (None when the trace has no steps)."""
+    return float(np.median(trace.steps.dur_us)) if len(trace.steps.dur_us) else None
 
 
 def _accumulate_grad_ids(trace: Trace) -> list:
@@ -92,7 +96,7 @@ def _adapter_scope_time_us(trace: Trace, roles: Roles) -> np.ndarray:
 
 
 def phase_time_us(trace: Trace, roles: Roles, phase: str) -> float:
-    """Mean traced wall time per step of the ``lp/phase/<phase>`` scopes (us)."""
+    """Median traced wall time per step of the ``lp/phase/<phase>`` scopes (us)."""
     mask = roles.scope_phase == PHASES.index(phase)
     return _per_step(trace.scopes.dur_us[mask], trace.scopes.step[mask], _n_steps(trace))
 
@@ -268,8 +272,8 @@ def attribute(lora: Trace, frozen: Optional[Trace], lora_facts: dict, frozen_fac
         cost["frozen"] = profiler_cost(frozen, froles, fp)
         components["other_ops_delta"] = (other_ops_us(lora, roles, cost["lora"], gpu)
                                          - other_ops_us(frozen, froles, cost["frozen"], gpu)) * 1e-6
-        if mean_step_us(lora) and mean_step_us(frozen):
-            trace_overhead = (mean_step_us(lora) - mean_step_us(frozen)) * 1e-6
+        if median_step_us(lora) and median_step_us(frozen):
+            trace_overhead = (median_step_us(lora) - median_step_us(frozen)) * 1e-6
     overhead = lora_facts["step_time_s"]["median"] - frozen_facts["step_time_s"]["median"]
     warnings = []
     for mode, trace, entry in (("lora", lora, lora_facts), ("frozen", frozen, frozen_facts)):
@@ -299,7 +303,7 @@ DISTURBED_RATIO = 1.5  # profiled / timed step time above which the profiled run
 
 
 def disturbance(trace: Optional[Trace], entry: dict) -> Optional[float]:
-    """Mean profiled step time over the median timed step time (None when unknown)."""
-    step = mean_step_us(trace) if trace is not None else None
+    """Median profiled step time over the median timed step time (None when unknown)."""
+    step = median_step_us(trace) if trace is not None else None
     timed = (entry.get("step_time_s") or {}).get("median")
     return step * 1e-6 / timed if step and timed else None

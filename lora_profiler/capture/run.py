@@ -43,7 +43,7 @@ class ProfileSchedule:
 
     wait: int = 0
     warmup: int = 1
-    active: int = 2
+    active: int = 3
 
 
 @dataclass(frozen=True)
