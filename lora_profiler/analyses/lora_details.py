@@ -19,6 +19,13 @@ def _mm_ids(trace: Trace) -> list:
     return [i for i, n in enumerate(trace.names) if n in MATMUL_LEAF_OPS]
 
 
+def _in_first_step(trace: Trace, step: np.ndarray) -> np.ndarray:
+    """Rows in the first step window in time order (every row when the trace has no steps)."""
+    if not len(trace.steps.dur_us):
+        return np.ones(step.shape, dtype=bool)
+    return step == int(np.argmin(trace.steps.ts_us))
+
+
 def matmul_intensity(dims: list, elem_bytes: int) -> Optional[tuple[float, float]]:
     """(FLOPs, FLOP per byte moved) of one mm/addmm/bmm from its recorded input dims.
 
@@ -47,11 +54,9 @@ def small_matmuls(trace: Trace, roles: Roles, launch_cost_us: Optional[float]) -
     On a GPU trace the durations are those of the GEMM kernels launched by the matmul ops;
     on a CPU trace, those of the leaf matmul ops (aten::mm/addmm/bmm).
     """
-    steps = trace.step_numbers()
-    first = np.flatnonzero(trace.steps.number == steps[0]) if steps else np.array([], dtype=int)
     ops = trace.ops
     is_mm = np.isin(ops.name, _mm_ids(trace))
-    in_step = np.isin(ops.step, first) if steps else np.ones(len(ops.name), dtype=bool)
+    in_step = _in_first_step(trace, ops.step)
     adapter_op = is_mm & in_step & roles.role_mask(("lora_A", "lora_B"))
     base_op = is_mm & in_step & roles.role_mask(("base",))
     gpu = trace.device != "cpu" and len(trace.kernels.name) > 0
@@ -108,7 +113,7 @@ def serial_path(trace: Trace, roles: Roles) -> dict:
     nodes each part's forward ops created. Per step, as traced (the profiler's cost included).
     """
     ops, sc = trace.ops, trace.scopes
-    n = max(len(trace.step_numbers()), 1)
+    n = max(len(trace.steps.dur_us), 1)  # step windows (one per recorded step and file)
     layers = roles.layers
     out = []
     base_role, adapter_roles = ROLES.index("base"), [ROLES.index(r) for r in ADAPTER_ROLES]
@@ -155,9 +160,7 @@ def timeline(trace: Trace, roles: Roles) -> Optional[dict]:
     pick = later[0] if later else roles.layers[0]
     li = roles.layers.index(pick)
     ops = trace.ops
-    steps = trace.step_numbers()
-    first_step = np.flatnonzero(trace.steps.number == steps[0]) if steps else None
-    in_step = np.isin(ops.step, first_step) if first_step is not None else np.ones(len(ops.name), dtype=bool)
+    in_step = _in_first_step(trace, ops.step)
     sel = (roles.op_layer == li) & in_step & ((roles.op_phase == FWD) & roles.op_root
                                              | (roles.op_phase == BWD) & ops.is_top)
     events = []

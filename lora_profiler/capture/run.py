@@ -6,9 +6,11 @@ Order of work (all on one model, one batch, one seed):
 2. timed steps, one round at a time, each round running every mode once in a rotated order so
    machine drift cannot favour a mode (no profiler is running while steps are timed);
 3. one accounting forward per training mode with saved-tensor hooks;
-4. optimizers dropped, then a profiled run per mode with a fresh optimizer
-   (torch.profiler schedule wait/warm-up/active, record_shapes and profile_memory on), written
-   with ``tensorboard_trace_handler`` to ``OUT/tb/<mode>/``;
+4. optimizers dropped, then the profiled runs, interleaved like the timed steps: in each of
+   ``active`` rounds every mode runs one short profiler session (``wait`` + ``warmup`` steps,
+   then one recorded step; record_shapes and profile_memory on) with a fresh optimizer, written
+   with ``tensorboard_trace_handler`` to ``OUT/tb/<mode>/`` — one file per round, so drift of
+   the machine during profiling does not favour a mode either;
 5. ``facts.json`` written atomically.
 """
 
@@ -39,7 +41,8 @@ FACTS_VERSION = 1
 
 @dataclass(frozen=True)
 class ProfileSchedule:
-    """torch.profiler schedule of the profiled run (steps per phase)."""
+    """The profiled runs: ``active`` interleaved rounds, each a session of ``wait`` +
+    ``warmup`` unrecorded steps and one recorded step per mode."""
 
     wait: int = 0
     warmup: int = 1
@@ -162,7 +165,7 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
     input_grad = InputGrad(workload.model)
     sampler = GpuSampler(workload.device.index or 0) if workload.device.type == "cuda" else None
     nvml_reason = sampler.reason if sampler else "not used: no CUDA device"
-    profiled_steps = (options.profile.wait + options.profile.warmup + options.profile.active
+    profiled_steps = ((options.profile.wait + options.profile.warmup + 1) * options.profile.active
                       if options.profile else 0)
     train_modes = sum(m != "forward" for m in modes)
     bar = _Progress(len(modes) * (options.warmup_steps + options.steps + profiled_steps)
@@ -251,16 +254,18 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
         runners.clear()
 
         if options.profile is not None:
-            for mode in modes:
-                if results[mode]["status"] != "ok":
-                    continue
-                try:
-                    results[mode]["trace_files"] = _profile_mode(
-                        workload, mode, input_grad, options, out_dir, results[mode], bar)
-                except ModeFailure as exc:
-                    fail(mode, exc)
-                finally:
-                    hooks.reset()
+            for rnd in range(options.profile.active):
+                live = [m for m in modes if results[m]["status"] == "ok"]
+                k = rnd % max(len(live), 1)
+                for mode in live[k:] + live[:k]:  # rotate the order each round, as when timing
+                    try:
+                        files = _profile_session(workload, mode, input_grad, options, out_dir,
+                                                 results[mode], bar, rnd)
+                        results[mode].setdefault("trace_files", []).extend(files)
+                    except ModeFailure as exc:
+                        fail(mode, exc)
+                    finally:
+                        hooks.reset()
     finally:
         bar.close()
         hooks.remove()
@@ -306,9 +311,10 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
     return facts
 
 
-def _profile_mode(workload: Workload, mode: str, input_grad: InputGrad, options: CaptureOptions,
-                  out_dir: Path, res: dict, bar: _Progress) -> list[str]:
-    """One profiled run of ``mode``; returns the trace files written (relative to out_dir)."""
+def _profile_session(workload: Workload, mode: str, input_grad: InputGrad, options: CaptureOptions,
+                     out_dir: Path, res: dict, bar: _Progress, rnd: int) -> list[str]:
+    """One profiler session of ``mode`` recording one step; returns the trace files written
+    (relative to out_dir). On CUDA, ``memory.peak_bytes`` keeps the largest recorded-step peak."""
     from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
 
     sched = options.profile
@@ -317,25 +323,25 @@ def _profile_mode(workload: Workload, mode: str, input_grad: InputGrad, options:
     trace_dir = out_dir / "tb" / mode
     trace_dir.mkdir(parents=True, exist_ok=True)
     before = set(trace_dir.iterdir())
-    cfg = switch_mode(workload, mode, input_grad)
-    runner = StepRunner(workload, cfg, lr=options.lr)
-    total = sched.wait + sched.warmup + sched.active
+    runner = StepRunner(workload, switch_mode(workload, mode, input_grad), lr=options.lr)
+    total = sched.wait + sched.warmup + 1
     try:
         with profile(activities=activities,
-                     schedule=schedule(wait=sched.wait, warmup=sched.warmup, active=sched.active, repeat=1),
-                     on_trace_ready=tensorboard_trace_handler(str(trace_dir), worker_name=mode,
+                     schedule=schedule(wait=sched.wait, warmup=sched.warmup, active=1, repeat=1),
+                     on_trace_ready=tensorboard_trace_handler(str(trace_dir), worker_name=f"{mode}_r{rnd}",
                                                               use_gzip=options.gzip_traces),
                      record_shapes=True, profile_memory=True, with_stack=False) as prof:
             for i in range(total):
-                if cuda and i == sched.wait + sched.warmup:
+                if cuda and i == total - 1:
                     torch.cuda.synchronize(workload.device)
                     torch.cuda.reset_peak_memory_stats(workload.device)
                 runner.step()
                 prof.step()
                 bar.update(f"profiling {mode}")
         if cuda:
-            res["memory"]["peak_bytes"] = int(torch.cuda.max_memory_allocated(workload.device))
-            res["memory"]["peak_source"] = "torch.cuda.max_memory_allocated over the profiled active steps"
+            peak = int(torch.cuda.max_memory_allocated(workload.device))
+            res["memory"]["peak_bytes"] = max(peak, res["memory"].get("peak_bytes") or 0)
+            res["memory"]["peak_source"] = "torch.cuda.max_memory_allocated over the profiled steps"
         else:
             res["memory"]["peak_source"] = ("CPU: PyTorch keeps no allocator peak on CPU; see "
                                             "accounted_bytes (parameters + gradients + optimizer "

@@ -62,7 +62,7 @@ def load_trace(paths: Union[PathLike, Sequence[PathLike]],
             offsets.append(dict(run))
             for t in TABLES:
                 run[t] += len(p[t])
-        tables = {t: concat([p[t] for p in parts], offsets) for t in TABLES}
+        tables = {t: concat([p[t] for p in parts], offsets, name=t) for t in TABLES}
     counts: Dict[str, int] = {}
     for p in parts:
         _add(counts, p["counts"])

@@ -9,7 +9,7 @@ from typing import Dict, List
 import numpy as np
 
 from .errors import TraceError
-from .tables import LINKS, TABLES, Trace, gather
+from .tables import TABLES, Trace, gather, link_target
 
 
 def for_step(trace: Trace, number: int) -> Trace:
@@ -45,7 +45,8 @@ def _subset(trace: Trace, masks: Dict[str, np.ndarray]) -> Trace:
     new = {}
     for t in TABLES:
         table = getattr(trace, t).take(masks[t])
-        fix = {c: remap[LINKS[c]][getattr(table, c)] for c in table.columns() if c in LINKS}
+        fix = {c: remap[link_target(t, c)][getattr(table, c)] for c in table.columns()
+               if link_target(t, c) in remap}
         new[t] = dataclasses.replace(table, **fix)
     return dataclasses.replace(trace, **new)
 

@@ -22,6 +22,14 @@ LINKS: Dict[str, str] = {
 }
 
 
+def link_target(table: str, column: str) -> Optional[str]:
+    """The table a link column points into: ``parent`` points into its own table (ops nest in
+    ops, scopes in scopes), every other link as ``LINKS`` says; None for non-link columns."""
+    if column == "parent":
+        return table
+    return LINKS.get(column)
+
+
 def gather(values: np.ndarray, link: np.ndarray, fill=-1) -> np.ndarray:
     """``values[link]`` where ``link >= 0``, ``fill`` where it is -1 (safe on empty tables)."""
     out = np.full(len(link), fill, dtype=np.result_type(values.dtype, np.min_scalar_type(fill)))
@@ -293,16 +301,19 @@ def empty(table_type, n: int = 0) -> Any:
     return table_type(**cols)
 
 
-def concat(tables: Sequence[Any], offsets: Optional[Sequence[Dict[str, int]]] = None) -> Any:
-    """Concatenate tables of one type; ``offsets[i][table]`` is added to valid link columns."""
+def concat(tables: Sequence[Any], offsets: Optional[Sequence[Dict[str, int]]] = None,
+           name: Optional[str] = None) -> Any:
+    """Concatenate tables of one type (``name``: its name in TABLES); ``offsets[i][table]`` is
+    added to valid link columns."""
     first = tables[0]
     cols = {}
     for c in first.columns():
+        target = link_target(name or "", c)
         parts = []
         for i, t in enumerate(tables):
             col = getattr(t, c)
-            if offsets is not None and c in LINKS and offsets[i].get(LINKS[c]):
-                col = np.where(col >= 0, col + offsets[i][LINKS[c]], col).astype(col.dtype)
+            if offsets is not None and target and offsets[i].get(target):
+                col = np.where(col >= 0, col + offsets[i][target], col).astype(col.dtype)
             parts.append(col)
         cols[c] = np.concatenate(parts)
     return type(first)(**cols)

@@ -82,3 +82,14 @@ def test_failing_mode_is_recorded_and_others_run(tiny, tmp_path):
     assert "not finite" in facts["modes"]["lora"]["error"]
     assert facts["modes"]["full"]["status"] == facts["modes"]["frozen"]["status"] == "ok"
     assert facts["modes"]["full"]["step_time_s"]["n"] == 2
+
+
+def test_profiled_runs_interleave_modes(tiny, tmp_path):
+    facts = capture(tiny, CaptureOptions(modes=("lora", "frozen"), warmup_steps=0, steps=1,
+                                         profile=ProfileSchedule(0, 1, 2)), tmp_path, progress=False)
+    files = {m: facts["modes"][m]["trace_files"] for m in ("lora", "frozen")}
+    assert [len(f) for f in files.values()] == [2, 2]
+    # one session per mode and round, the order rotated each round: lora, frozen | frozen, lora
+    stamp = {f: int(f.split("/")[-1].split(".")[1]) for fs in files.values() for f in fs}  # <worker>.<ns>.pt.trace.json.gz
+    order = [f.split("/")[-1].split(".")[0] for f in sorted(stamp, key=stamp.get)]
+    assert order == ["lora_r0", "frozen_r0", "frozen_r1", "lora_r1"]
