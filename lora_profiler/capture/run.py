@@ -109,6 +109,13 @@ def environment(device: torch.device, nvml_reason: Optional[str]) -> dict:
     }
 
 
+def _rotated(modes: list, rnd: int) -> list:
+    """The modes in round ``rnd``'s order: rotated by one each round, so no mode always runs
+    first (after another mode's step) or last."""
+    k = rnd % max(len(modes), 1)
+    return modes[k:] + modes[:k]
+
+
 def _tensor_bytes(tensors) -> int:
     return int(sum(t.numel() * t.element_size() for t in tensors))
 
@@ -202,11 +209,9 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
     torch.manual_seed(options.seed)
     try:
         for rnd in range(options.warmup_steps + options.steps):
-            live = [m for m in modes if results[m]["status"] == "ok"]
-            k = rnd % max(len(live), 1)
-            for mode in live[k:] + live[:k]:  # rotate the order each round
+            for mode in _rotated([m for m in modes if results[m]["status"] == "ok"], rnd):
                 timed = rnd >= options.warmup_steps
-                if timed and sampler is not None and mode not in ("forward",):
+                if timed and sampler is not None:
                     sampler.start()
                 try:
                     run_one(mode, record=timed)
@@ -255,9 +260,7 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
 
         if options.profile is not None:
             for rnd in range(options.profile.active):
-                live = [m for m in modes if results[m]["status"] == "ok"]
-                k = rnd % max(len(live), 1)
-                for mode in live[k:] + live[:k]:  # rotate the order each round, as when timing
+                for mode in _rotated([m for m in modes if results[m]["status"] == "ok"], rnd):
                     try:
                         files = _profile_session(workload, mode, input_grad, options, out_dir,
                                                  results[mode], bar, rnd)
