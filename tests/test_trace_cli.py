@@ -157,6 +157,23 @@ def test_peft_wrapped_hf_llama_file(capsys, tmp_path):
     assert report["modes"]["lora"]["trainable_params"] == report["adapters"]["trainable_params"]
 
 
+def test_torchtune_lora_model_file(capsys, tmp_path):
+    pytest.importorskip("torchtune")
+    out = tmp_path / "run"
+    code, stdout, _ = run_main(capsys, str(REPO / "examples" / "torchtune_lora_llama.py"),
+                               "--batch-size", "2", "--seq-len", "16", "--steps", "1", "--warmup", "0",
+                               "--profile-steps", "1", "--no-figures", "--quiet", "--out", str(out))
+    assert code == 0, stdout
+    report = json.loads((out / "report.json").read_text())
+    ad = report["adapters"]
+    assert ad["source"] == "torchtune" and ad["count"] == 16 and ad["rank"] == 8  # 4 layers x q, k, v, out
+    assert all(e["status"] == "ok" for e in report["modes"].values())
+    assert report["modes"]["lora"]["trainable_params"] == ad["trainable_params"]
+    # torchtune layers have no base module: their base matmul is found inside the layer's scope
+    layers = report["attribution"]["serial_path"]["layers"]
+    assert len(layers) == 16 and all(e["fwd_base_us"] > 0 and e["bwd_base_us"] > 0 for e in layers[4:])
+
+
 def test_non_language_model_with_own_batch_and_loss(capsys, tmp_path):
     out = tmp_path / "run"
     code, stdout, _ = run_main(capsys, str(REPO / "examples" / "mlp_regression.py"),

@@ -36,7 +36,7 @@ from typing import Optional
 import numpy as np
 
 from ..events import Trace
-from .lora_roles import ADAPTER_ROLES, MATMUL_ROLES, PHASES, Roles, assign_roles
+from .lora_roles import ADAPTER_ROLES, MATMUL_ROLES, PHASES, ROLES, Roles, assign_roles
 
 FWD, BWD = PHASES.index("forward"), PHASES.index("backward")
 TRACED = ("forward", "backward")  # phases whose components come from the trace
@@ -84,14 +84,19 @@ def accumulate_grad_mask(trace: Trace) -> np.ndarray:
     return roots[_top_ancestor(ops.parent)] | roots
 
 
-def _adapter_scope_time_us(trace: Trace, roles: Roles) -> np.ndarray:
-    """(scopes,) us of the forward adapter path in each adapted-layer scope (layer - base)."""
-    sc = trace.scopes
+def adapter_path_us(trace: Trace, roles: Roles) -> np.ndarray:
+    """(scopes,) us of the forward adapter path in each adapted-layer scope: the layer's time
+    minus its base — the ``#base`` scope, or (torchtune: no base module) the base matmul ops
+    recorded directly in the layer's scope."""
+    sc, ops = trace.scopes, trace.ops
     is_layer = np.array([p == "" for p in roles.scope_part], dtype=bool)
     out = np.where(is_layer, sc.dur_us, 0.0)
     for i, part in enumerate(roles.scope_part):
         if part == "base" and sc.parent[i] >= 0:
             out[sc.parent[i]] -= sc.dur_us[i]  # the base scope nests in its layer's scope
+    in_layer = np.r_[is_layer, False][np.where(ops.scope >= 0, ops.scope, len(out))]
+    base_here = roles.op_root & (roles.op_role == ROLES.index("base")) & in_layer & (roles.op_phase == FWD)
+    out -= np.bincount(ops.scope[base_here], weights=ops.dur_us[base_here], minlength=len(out))[:len(out)]
     return out
 
 
@@ -154,7 +159,7 @@ def cpu_components(trace: Trace, roles: Roles) -> dict:
         out["adapter_elementwise"][phase] = (el[0] + acc[0], el[1] + acc[1])
     # Forward: adapter-path wall time (adapted layer scope minus its base) spent in no op.
     sc = trace.scopes
-    path_us = _per_step(_adapter_scope_time_us(trace, roles), sc.step, n)
+    path_us = _per_step(adapter_path_us(trace, roles), sc.step, n)
     fwd_ops = root & adapter & (roles.op_phase == FWD)
     ops_us = _per_step(ops.dur_us[fwd_ops], ops.step[fwd_ops], n)
     adapter_scopes = np.array([p is not None and p != "base" for p in roles.scope_part], dtype=bool)

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..events import Trace, parse_dims
 from .devices import device_peak
-from .lora_attribution import gap_before
+from .lora_attribution import adapter_path_us, gap_before
 from .lora_roles import ADAPTER_ROLES, MATMUL_LEAF_OPS, PHASES, ROLES, Roles
 
 FWD, BWD = PHASES.index("forward"), PHASES.index("backward")
@@ -120,10 +120,12 @@ def serial_path(trace: Trace, roles: Roles) -> dict:
     top_bwd = ops.is_top & (roles.op_phase == BWD) & (roles.op_layer >= 0)
     gpu = trace.device != "cpu" and len(trace.kernels.name) > 0
     idle = gap_before(trace, roles.kernel_phase) if gpu else None
+    is_layer = np.array([p == "" for p in roles.scope_part], dtype=bool)
+    path_us = adapter_path_us(trace, roles)  # (scopes,) adapter part of each layer scope
     for li, path in enumerate(layers):
-        mine = roles.scope_layer == li
-        layer_us = float(sc.dur_us[mine & np.array([p == "" for p in roles.scope_part])].sum())
-        base_us = float(sc.dur_us[mine & np.array([p == "base" for p in roles.scope_part])].sum())
+        mine = (roles.scope_layer == li) & is_layer
+        layer_us = float(sc.dur_us[mine].sum())
+        base_us = layer_us - float(path_us[mine].sum())
         row = top_bwd & (roles.op_layer == li)
         bwd_base = float(ops.dur_us[row & (roles.op_role == base_role)].sum())
         bwd_adapter = float(ops.dur_us[row & np.isin(roles.op_role, adapter_roles)].sum())

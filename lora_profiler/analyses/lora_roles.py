@@ -117,12 +117,7 @@ def assign_roles(trace: Trace) -> Roles:
     scope_phase, scope_layer, scope_part, scope_module, layers = _parse_scopes(trace)
     ns = len(scope_part)
 
-    # The module scope an op belongs to: a backward op's comes from its forward op.
-    mscope = np.where(ops.is_backward & (ops.fwd_op >= 0), ops.scope[np.maximum(ops.fwd_op, 0)], ops.scope)
-    if ns:
-        mscope = np.where((mscope >= 0) & (scope_phase[np.maximum(mscope, 0)] >= 0), -1, mscope)
-
-    # Role per scope, then per op.
+    # Role and layer per scope.
     scope_role = np.zeros(ns, dtype=np.int8)
     has_base = set(int(scope_layer[i]) for i in range(ns) if scope_part[i] == "base")
     for i in range(ns):
@@ -131,21 +126,28 @@ def assign_roles(trace: Trace) -> Roles:
         elif scope_part[i] is not None:
             role = _PART_ROLE.get(scope_part[i]) if scope_part[i] else "scale_add"
             scope_role[i] = ROLES.index(role or "module")
-    op_role = np.where(mscope >= 0, scope_role[np.maximum(mscope, 0)] if ns else 0, 0).astype(np.int8)
-    op_layer = np.where(mscope >= 0, scope_layer[np.maximum(mscope, 0)] if ns else -1, -1).astype(np.int32)
-    # Layers without a base module (torchtune): matmul-like ops in the layer's own scope are base.
+    # A forward op's role comes from its own innermost scope (phase scopes carry no role).
+    own = ops.scope
     if ns:
-        own_scope = np.array([p == "" for p in scope_part] + [False])[np.where(mscope >= 0, mscope, ns)]
-        no_base = ~np.isin(op_layer, list(has_base)) & own_scope
+        own = np.where((own >= 0) & (scope_phase[np.maximum(own, 0)] >= 0), -1, own)
+    op_role = np.where(own >= 0, scope_role[np.maximum(own, 0)] if ns else 0, 0).astype(np.int8)
+    op_layer = np.where(own >= 0, scope_layer[np.maximum(own, 0)] if ns else -1, -1).astype(np.int32)
+    # Layers without a base module (torchtune): matmul-like ops in the layer's own scope, and
+    # everything nested in them, are the base.
+    if ns:
+        in_layer_scope = np.array([p == "" for p in scope_part] + [False])[np.where(own >= 0, own, ns)]
+        no_base = ~np.isin(op_layer, list(has_base)) & in_layer_scope
         if no_base.any():
             matmul_ids = [i for i, n in enumerate(trace.names) if n in _MATMUL_LIKE]
-            is_mm = np.isin(ops.name, matmul_ids)
-            # the base region: matmul-like roots and everything nested under them
-            base_rows = no_base & is_mm
-            parent_base = np.zeros(len(ops.name), dtype=bool)
-            for _ in range(8):  # propagate down a few nesting levels (linear -> matmul -> mm)
-                parent_base = np.where(ops.parent >= 0, (base_rows | parent_base)[np.maximum(ops.parent, 0)], False)
-            op_role[no_base & (is_mm | parent_base)] = ROLES.index("base")
+            base_rows = no_base & np.isin(ops.name, matmul_ids)
+            under = np.zeros(len(ops.name), dtype=bool)
+            for _ in range(8):  # a few nesting levels: linear -> matmul -> mm
+                under = np.where(ops.parent >= 0, (base_rows | under)[np.maximum(ops.parent, 0)], False)
+            op_role[no_base & (base_rows | under)] = ROLES.index("base")
+    # A backward op takes the role of the forward op that created its autograd node.
+    bw = np.flatnonzero(ops.is_backward & (ops.fwd_op >= 0))
+    op_role[bw] = op_role[ops.fwd_op[bw]]
+    op_layer[bw] = op_layer[ops.fwd_op[bw]]
 
     region = op_role.astype(np.int64) * (len(layers) + 1) + (op_layer + 1)
     parent = ops.parent
