@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--no-profile", action="store_true", help="skip the profiled runs (no traces, no attribution)")
     m.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda or cuda:N")
     m.add_argument("--seed", type=int, default=0, help="seed for weights and batch (default 0)")
+    m.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
+                   help="cast the model to this dtype (default: keep it; built-in presets are float32)")
     m.add_argument("--threads", type=_positive_int, help="CPU threads for torch (default: torch's own choice)")
     o = p.add_argument_group("output")
     o.add_argument("--out", type=Path, help="run folder (default runs/<timestamp>; never overwrites a run)")
@@ -185,7 +187,7 @@ def _build_workload(args, device):
         if args.preset or args.layers or args.width or args.heads:
             raise UsageError("--preset/--layers/--width/--heads apply to built-in presets, not a model file")
         return build_file_workload(args.model, device, lora, batch_size=args.batch_size or 8,
-                                   seq_len=args.seq_len or 128, seed=args.seed)
+                                   seq_len=args.seq_len or 128, seed=args.seed, dtype=_dtype(args))
     name = args.preset or "default"
     if name not in PRESETS:
         raise UsageError(f"--preset {name!r} is unknown; choose from {', '.join(PRESETS)}")
@@ -194,7 +196,13 @@ def _build_workload(args, device):
                                 n_head=args.heads, batch_size=args.batch_size, seq_len=args.seq_len)
     except ValueError as exc:
         raise UsageError(str(exc).strip("'\""))
-    return build_preset_workload(preset, device, lora, seed=args.seed)
+    return build_preset_workload(preset, device, lora, seed=args.seed, dtype=_dtype(args))
+
+
+def _dtype(args):
+    import torch
+
+    return getattr(torch, args.dtype) if args.dtype else None
 
 
 def run(args) -> tuple[int, dict]:

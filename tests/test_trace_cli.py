@@ -204,3 +204,14 @@ def test_failed_mode_exit_1(capsys, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["modes"]["lora"]["error"] == "ValueError: my loss broke"
     assert report["modes"]["full"]["status"] == "ok"
+
+
+def test_dtype_flag_casts_the_model(capsys, tmp_path):
+    out = tmp_path / "run"
+    code, _, _ = run_main(capsys, "--preset", "tiny", "--dtype", "bfloat16", "--out", str(out), *FAST)
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["workload"]["dtype"] == "bfloat16"
+    assert all(e["status"] == "ok" for e in report["modes"].values())
+    # bf16 weights: 2 bytes per parameter
+    assert report["modes"]["full"]["memory"]["param_bytes"] == 2 * report["workload"]["total_params"]

@@ -34,7 +34,8 @@ def lora_attribution(facts: dict, traces: dict) -> Optional[dict]:
     out["extra_saved_activation_bytes"] = (saved["lora"] - saved["frozen"]
                                            if None not in saved.values() else None)
     out["peak_memory_bytes"] = memory_peaks(facts)
-    out["small_matmuls"] = small_matmuls(lora, roles, launch_cost_us(lora))
+    elem = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}.get(facts["workload"].get("dtype"), 4)
+    out["small_matmuls"] = small_matmuls(lora, roles, launch_cost_us(lora), elem)
     out["serial_path"] = serial_path(lora, roles)
     out["vs_full"] = versus_full(facts, out)
     out["timeline"] = timeline(lora, roles)

@@ -48,11 +48,12 @@ def matmul_intensity(dims: list, elem_bytes: int) -> Optional[tuple[float, float
     return (flops, flops / moved) if moved else None
 
 
-def small_matmuls(trace: Trace, roles: Roles, launch_cost_us: Optional[float]) -> dict:
+def small_matmuls(trace: Trace, roles: Roles, launch_cost_us: Optional[float], elem_bytes: int = 4) -> dict:
     """Durations and arithmetic intensity of adapter vs base matmuls in one profiled step.
 
     On a GPU trace the durations are those of the GEMM kernels launched by the matmul ops;
-    on a CPU trace, those of the leaf matmul ops (aten::mm/addmm/bmm).
+    on a CPU trace, those of the leaf matmul ops (aten::mm/addmm/bmm). ``elem_bytes`` is the
+    size of one element of the model's dtype (facts ``workload.dtype``), for the intensity.
     """
     ops = trace.ops
     is_mm = np.isin(ops.name, _mm_ids(trace))
@@ -67,7 +68,7 @@ def small_matmuls(trace: Trace, roles: Roles, launch_cost_us: Optional[float]) -
         base_us = k.dur_us[(k.op >= 0) & base_op[kop]]
     else:
         adapter_us, base_us = ops.dur_us[adapter_op], ops.dur_us[base_op]
-    elem = 2 if gpu else 4  # bf16/fp16 on GPUs, fp32 on CPUs (the capture's defaults)
+    elem = elem_bytes  # bytes per element of the model's dtype
 
     def median_intensity(mask):
         vals = [v[1] for v in (matmul_intensity(parse_dims(trace, int(i)), elem)

@@ -45,6 +45,14 @@ class Workload:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def dtype(self) -> str:
+        """The dtype of the model's first floating-point parameter, e.g. "float32"."""
+        for p in self.model.parameters():
+            if p.is_floating_point():
+                return str(p.dtype).replace("torch.", "")
+        return "none"
+
+    @property
     def tokens_per_step(self) -> int:
         return self.batch_size * self.seq_len
 
@@ -59,6 +67,7 @@ class Workload:
             "batch_size": self.batch_size,
             "seq_len": self.seq_len,
             "tokens_per_step": self.tokens_per_step,
+            "dtype": self.dtype,
             "total_params": sum(p.numel() for p in self.model.parameters()),
             "notes": self.notes,
         }
@@ -131,12 +140,13 @@ def _attach_adapters(model: nn.Module, lora: LoraOptions, file_targets: Optional
     return adapters
 
 
-def build_preset_workload(preset, device: torch.device, lora: LoraOptions, seed: int = 0) -> Workload:
-    """A built-in preset's workload (see ``presets.PRESETS``)."""
+def build_preset_workload(preset, device: torch.device, lora: LoraOptions, seed: int = 0,
+                          dtype: Optional[torch.dtype] = None) -> Workload:
+    """A built-in preset's workload (see ``presets.PRESETS``), in ``dtype`` when given."""
     from .models import build_model
 
     torch.manual_seed(seed)
-    model = build_model(preset.config).to(device)
+    model = build_model(preset.config).to(device=device, dtype=dtype)
     adapters = _attach_adapters(model, lora, None, f"preset {preset.name!r}")
     batch = token_batch(preset.config.vocab_size, preset.batch_size, preset.seq_len, device, seed)
     from dataclasses import asdict
@@ -149,12 +159,13 @@ def build_preset_workload(preset, device: torch.device, lora: LoraOptions, seed:
 
 
 def build_file_workload(path: str | Path, device: torch.device, lora: LoraOptions, batch_size: int,
-                        seq_len: int, seed: int = 0) -> Workload:
-    """A user's model file's workload (see ``user.load_model_file`` for what the file defines)."""
+                        seq_len: int, seed: int = 0, dtype: Optional[torch.dtype] = None) -> Workload:
+    """A user's model file's workload (see ``user.load_model_file`` for what the file defines);
+    ``dtype`` casts the model (None keeps the file's)."""
     torch.manual_seed(seed)
     user = load_model_file(path)
     where = str(user.path)
-    model = user.model.to(device)
+    model = user.model.to(device=device, dtype=dtype)
     adapters = _attach_adapters(model, lora, user.lora_targets, where)
 
     if user.make_batch is not None:

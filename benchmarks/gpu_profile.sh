@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The one prepared GPU check: a real GPU profile of the default workload and gpt2-small.
+#
+# Run on a machine with a CUDA GPU, from the repository root (in this workplace: the device
+# tool's `run`, with OUT set to the folder whose files come back). It installs the package
+# without touching the machine's CUDA build of torch, profiles both workloads in bfloat16 and
+# float32, and leaves in $OUT: each run's report.json and report.md, one archive per run with
+# its traces and figures (tb/ and figures/), and the log. At most 8 files come back.
+#
+#   OUT=/tmp/gpu bash benchmarks/gpu_profile.sh
+set -uo pipefail
+OUT=${OUT:-gpu_out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+log="$OUT/gpu_profile.log"
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
+  python3 -m pip install -q --no-deps -e . && python3 -m pip install -q tqdm matplotlib nvidia-ml-py || true
+} >"$log" 2>&1
+runs=/tmp/lora_profiler_gpu_runs
+rm -rf "$runs"; mkdir -p "$runs"
+i=0
+for spec in "default bfloat16" "gpt2-small bfloat16" "default float32"; do
+  set -- $spec
+  name="$1-$2"
+  echo "== $name" >>"$log"
+  timeout 240 python3 -m lora_profiler.trace --preset "$1" --dtype "$2" --device cuda --steps 10 \
+      --out "$runs/$name" --quiet >>"$log" 2>&1
+  echo "exit $?" >>"$log"
+  if [ -f "$runs/$name/report.json" ]; then
+    cp "$runs/$name/report.json" "$OUT/$name.report.json"
+    tar -czf "$OUT/$name.tar.gz" -C "$runs/$name" tb figures report.md 2>>"$log"
+  fi
+  i=$((i + 1))
+done
+ls -la "$OUT" >>"$log"
+tail -40 "$log"
