@@ -4,8 +4,9 @@
 # Run on a machine with a CUDA GPU, from the repository root (in this workplace: the device
 # tool's `run`, with OUT set to the folder whose files come back). It installs the package
 # without touching the machine's CUDA build of torch, profiles both workloads in bfloat16 and
-# float32, and leaves in $OUT: each run's report.json and report.md, one archive per run with
-# its traces and figures (tb/ and figures/), and the log. At most 8 files come back.
+# float32, and leaves in $OUT: each run's report.json, one archive per run with its traces,
+# figures and report.md, and the log (7 files; the device tool brings back at most 8). A GPU
+# machine without a package index needs the missing wheels carried in (see the device README).
 #
 #   OUT=/tmp/gpu bash benchmarks/gpu_profile.sh
 set -uo pipefail
@@ -20,19 +21,17 @@ log="$OUT/gpu_profile.log"
 } >"$log" 2>&1
 runs=/tmp/lora_profiler_gpu_runs
 rm -rf "$runs"; mkdir -p "$runs"
-i=0
 for spec in "default bfloat16" "gpt2-small bfloat16" "default float32"; do
   set -- $spec
   name="$1-$2"
   echo "== $name" >>"$log"
-  timeout 240 python3 -m lora_profiler.trace --preset "$1" --dtype "$2" --device cuda --steps 10 \
+  timeout 150 python3 -m lora_profiler.trace --preset "$1" --dtype "$2" --device cuda --steps 10 \
       --out "$runs/$name" --quiet >>"$log" 2>&1
   echo "exit $?" >>"$log"
   if [ -f "$runs/$name/report.json" ]; then
     cp "$runs/$name/report.json" "$OUT/$name.report.json"
     tar -czf "$OUT/$name.tar.gz" -C "$runs/$name" tb figures report.md 2>>"$log"
   fi
-  i=$((i + 1))
 done
 ls -la "$OUT" >>"$log"
 tail -40 "$log"
