@@ -1,6 +1,5 @@
 """The three notebooks run top to bottom (nbclient) and are committed without outputs."""
 
-import os
 from pathlib import Path
 
 import pytest

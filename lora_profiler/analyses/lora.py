@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..events import Trace
 from .lora_attribution import attribute
 from .lora_details import (launch_cost_us, memory_peaks, serial_path, small_matmuls, timeline,
                            versus_full)
 from .lora_roles import assign_roles
 
 
-def _median(facts: dict, mode: str) -> Optional[float]:
-    entry = (facts.get("modes") or {}).get(mode) or {}
+def median_step_s(doc: dict, mode: str) -> Optional[float]:
+    """Median timed step of ``mode`` in seconds, from facts, a report or a sweep point (None when
+    the mode is missing or failed)."""
+    entry = (doc.get("modes") or {}).get(mode) or {}
     return (entry.get("step_time_s") or {}).get("median") if entry.get("status") == "ok" else None
 
 
@@ -24,7 +25,7 @@ def lora_attribution(facts: dict, traces: dict) -> Optional[dict]:
         traces: mode -> loaded Trace (modes whose trace is missing are absent).
     """
     lora = traces.get("lora")
-    t_lora, t_frozen = _median(facts, "lora"), _median(facts, "frozen")
+    t_lora, t_frozen = median_step_s(facts, "lora"), median_step_s(facts, "frozen")
     if lora is None or t_lora is None or t_frozen is None:
         return None
     out = attribute(lora, traces.get("frozen"), facts["modes"]["lora"], facts["modes"]["frozen"])

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
+from ..analyses.lora import median_step_s
 from ..fileio import write_atomic, write_json
 
 REPORT_VERSION = 1
@@ -35,16 +35,9 @@ def load_facts(run_dir: str | Path) -> dict:
     return facts
 
 
-def _median(facts: dict, mode: str) -> Optional[float]:
-    entry = (facts.get("modes") or {}).get(mode) or {}
-    if entry.get("status") != "ok":
-        return None
-    return (entry.get("step_time_s") or {}).get("median")
-
-
 def speedups(facts: dict) -> dict:
     """Ratios of median step times (None where a mode is missing or failed)."""
-    full, lora, frozen = (_median(facts, m) for m in ("full", "lora", "frozen"))
+    full, lora, frozen = (median_step_s(facts, m) for m in ("full", "lora", "frozen"))
 
     def ratio(a, b):
         return a / b if a is not None and b else None

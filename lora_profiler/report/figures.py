@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator
 
+from ..analyses.lora import median_step_s
 from . import style
 from .style import ADAPTER, BASE, NEUTRAL, OTHER, PAGE_IN, label_device, mode_color, mode_label
 from .sweep_figures import naive_speedup, rank_targets_figure, speedup_tokens_figure
@@ -201,8 +202,8 @@ def overhead_figure(report: dict) -> Figure:
         ax.axvline(0, color="black", linewidth=0.6)
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(-0.35, -0.28), ncols=1,
                   handlelength=1.2, fontsize=6.5)
-        lora = _median(report, "lora")
-        frozen = _median(report, "frozen")
+        lora = median_step_s(report, "lora")
+        frozen = median_step_s(report, "frozen")
         if lora and frozen:
             ax.set_title(f"T_frozen = {frozen * k:.3g} {unit}, T_lora = {lora * k:.3g} {unit} "
                          f"(+{100 * (lora - frozen) / frozen:.0f}%)", fontsize=7, loc="left")
@@ -212,11 +213,6 @@ def overhead_figure(report: dict) -> Figure:
 
 def _component_label(name: str) -> str:
     return COMPONENT_LABELS.get(name, name.replace("_", " "))
-
-
-def _median(report: dict, mode: str) -> Optional[float]:
-    e = (report.get("modes") or {}).get(mode) or {}
-    return (e.get("step_time_s") or {}).get("median") if e.get("status") == "ok" else None
 
 
 # --- c. small-matmul launches ------------------------------------------------------------------

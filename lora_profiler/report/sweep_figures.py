@@ -17,13 +17,14 @@ adapters' own, lm_head included); ``adapter_params`` the adapters' weights.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullLocator
 
+from ..analyses.lora import median_step_s
 from . import style
 from .style import NEUTRAL, PAGE_IN, label_device, mode_color, mode_label
 
@@ -48,11 +49,6 @@ def naive_speedup(linear_params: float, adapter_params: float) -> float:
         adapter_params: A, weights of the LoRA adapters (A and B matrices).
     """
     return 6.0 * linear_params / (4.0 * linear_params + 6.0 * adapter_params)
-
-
-def _median(point: dict, mode: str) -> Optional[float]:
-    e = (point.get("modes") or {}).get(mode) or {}
-    return (e.get("step_time_s") or {}).get("median") if e.get("status") == "ok" else None
 
 
 def _quart(point: dict, mode: str) -> tuple[float, float]:
@@ -91,7 +87,7 @@ def speedup_tokens_figure(points: Sequence[dict]) -> Figure:
     Raises:
         ValueError: no point has full and lora measured, or points from several devices.
     """
-    pts = [p for p in points if _median(p, "full") and _median(p, "lora")]
+    pts = [p for p in points if median_step_s(p, "full") and median_step_s(p, "lora")]
     if not pts:
         raise ValueError("no sweep point has both full and lora step times")
     env = _environment(pts)
@@ -104,14 +100,14 @@ def speedup_tokens_figure(points: Sequence[dict]) -> Figure:
         for ax, w in zip(axes[0], widths):
             group = sorted(by_width[w], key=lambda p: p["tokens_per_step"])
             tokens = np.array([p["tokens_per_step"] for p in group], dtype=float)  # (n,)
-            full = np.array([_median(p, "full") for p in group])  # (n,) s
-            lora = np.array([_median(p, "lora") for p in group])  # (n,) s
+            full = np.array([median_step_s(p, "full") for p in group])  # (n,) s
+            lora = np.array([median_step_s(p, "lora") for p in group])  # (n,) s
             lo = np.array([_quart(p, "full")[0] / _quart(p, "lora")[1] for p in group])
             hi = np.array([_quart(p, "full")[1] / _quart(p, "lora")[0] for p in group])
             ax.axhline(1.0, color="black", linewidth=0.5)
             ax.fill_between(tokens, lo, hi, color=mode_color("lora"), alpha=0.18, linewidth=0)
             ax.plot(tokens, full / lora, "o-", color=mode_color("lora"))
-            frz = [(t, f / z) for t, f, z in zip(tokens, full, (_median(p, "frozen") for p in group)) if z]
+            frz = [(t, f / z) for t, f, z in zip(tokens, full, (median_step_s(p, "frozen") for p in group)) if z]
             if frz:
                 ax.plot(*zip(*frz), "s--", color=mode_color("frozen"), markersize=3)
             naive = [naive_speedup(p["linear_params"], p["adapter_params"]) for p in group
@@ -154,24 +150,24 @@ def rank_targets_figure(rank_points: Sequence[dict], target_points: Sequence[dic
     Raises:
         ValueError: neither list has a point with a measured mode, or points from several devices.
     """
-    rank_points = sorted((p for p in rank_points if _median(p, "lora")), key=lambda p: p["params"]["rank"])
-    target_points = [p for p in target_points if any(_median(p, m) for m in MODES_F)]
+    rank_points = sorted((p for p in rank_points if median_step_s(p, "lora")), key=lambda p: p["params"]["rank"])
+    target_points = [p for p in target_points if any(median_step_s(p, m) for m in MODES_F)]
     if not rank_points and not target_points:
         raise ValueError("no sweep point has a measured step time")
     env = _environment(list(rank_points) + list(target_points))
     top = max(_quart(p, m)[1] for p in list(rank_points) + list(target_points) for m in MODES_F
-              if _median(p, m))
+              if median_step_s(p, m))
     unit, k = style.time_unit(top)
     with style.paper_style():
         fig, (left, right) = style.new_figure(PAGE_IN, 2.3, ncols=2, width_ratios=(1.3, 1))
         if rank_points:
             ranks = np.array([p["params"]["rank"] for p in rank_points], dtype=float)
             for m in MODES_F:
-                sel = [(r, p) for r, p in zip(ranks, rank_points) if _median(p, m)]
+                sel = [(r, p) for r, p in zip(ranks, rank_points) if median_step_s(p, m)]
                 if not sel:
                     continue
                 r = np.array([s[0] for s in sel])
-                med = np.array([_median(p, m) for _, p in sel]) * k
+                med = np.array([median_step_s(p, m) for _, p in sel]) * k
                 q = np.array([_quart(p, m) for _, p in sel]) * k
                 left.fill_between(r, q[:, 0], q[:, 1], color=mode_color(m), alpha=0.18, linewidth=0)
                 left.plot(r, med, "o-", color=mode_color(m), label=mode_label(m))
@@ -192,14 +188,14 @@ def rank_targets_figure(rank_points: Sequence[dict], target_points: Sequence[dic
             x = np.arange(len(target_points))
             for j, m in enumerate(MODES_F):
                 for i, p in enumerate(target_points):
-                    med = _median(p, m)
+                    med = median_step_s(p, m)
                     if not med:
                         continue
                     q1, q3 = _quart(p, m)
                     xi = x[i] - 0.4 + width * (j + 0.5)
                     right.bar(xi, med * k, width=width, color=mode_color(m),
                               yerr=[[(med - q1) * k], [(q3 - med) * k]], error_kw={"elinewidth": 0.6, "capsize": 1})
-                    full = _median(p, "full")
+                    full = median_step_s(p, "full")
                     if m == "lora" and full:
                         right.annotate(f"{full / med:.2f}×", (xi, q3 * k), xytext=(0, 2), textcoords="offset points",
                                        ha="center", va="bottom", fontsize=6, color=mode_color("lora"))
