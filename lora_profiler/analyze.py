@@ -110,13 +110,9 @@ def analyze_run(run_dir, top: Optional[int] = 15,
     except (OSError, ValueError) as exc:
         raise TraceError(f"{run / 'facts.json'}: unreadable ({exc}); is {run} a "
                          "lora_profiler run folder?") from exc
-    traces: Dict[str, Trace] = {}
-    for mode_dir in sorted(p for p in (run / "tb").iterdir() if p.is_dir()):
-        if mode_dir.name == "scalars":
-            continue
-        files = [f for f in mode_dir.iterdir() if ".json" in f.name]
-        if files:
-            traces[mode_dir.name] = load_trace(sorted(files))
+    from .report.build import load_mode_traces
+
+    traces: Dict[str, Trace] = load_mode_traces(run, facts)
     result: Dict[str, Any] = {"kind": DOC_KIND + ".run", "version": DOC_VERSION,
                               "run": str(run),
                               "modes": {m: analyze_trace(t, top=top) for m, t in traces.items()}}

@@ -47,15 +47,23 @@ def speedups(facts: dict) -> dict:
 
 
 def load_mode_traces(run_dir: Path, facts: dict) -> dict:
-    """mode -> Trace for every mode whose trace files exist."""
+    """mode -> Trace for every mode with traces: the files facts.json lists, or else (a run
+    folder written by other means) the trace files in ``tb/<mode>/``.
+
+    Raises:
+        TraceError: a mode's trace files cannot be read.
+    """
     from ..events import load_trace
 
-    traces = {}
-    for mode, entry in facts["modes"].items():
-        files = [run_dir / f for f in entry.get("trace_files") or []]
-        if files and all(f.is_file() for f in files):
-            traces[mode] = load_trace([str(f) for f in files])
-    return traces
+    run_dir = Path(run_dir)
+    listed = {mode: [run_dir / f for f in entry.get("trace_files") or []]
+              for mode, entry in (facts.get("modes") or {}).items()}
+    tb = run_dir / "tb"
+    for folder in sorted(tb.iterdir()) if tb.is_dir() else []:
+        if folder.is_dir() and folder.name != "scalars" and not listed.get(folder.name):
+            listed[folder.name] = sorted(f for f in folder.iterdir() if ".json" in f.name)
+    return {mode: load_trace([str(f) for f in files]) for mode, files in sorted(listed.items())
+            if files and all(f.is_file() for f in files)}
 
 
 def build_report(run_dir: str | Path, figures: bool = True) -> dict:
