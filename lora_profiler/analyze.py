@@ -47,7 +47,8 @@ RUN_HOOKS.append(lora_hook)
 def analyze_trace(trace: Trace, top: Optional[int] = 15, steps: bool = True) -> Dict[str, Any]:
     """All generic analyses of one trace as one JSON-serialisable dict (times in us).
 
-    Keys: kind, version, files, device, steps (number of ProfilerStep windows), events,
+    Keys: kind, version, files, device, steps (step windows: one per ProfilerStep of each file),
+    events,
     headline (flat figures), gpu {kernel, memcpy, memset: {count, total_us}, by_kind, by_name,
     idle}, launches {count, linked, ..., by_api, by_kernel}, ops, dispatch, per_step, skipped,
     ignored, counts.
@@ -57,7 +58,7 @@ def analyze_trace(trace: Trace, top: Optional[int] = 15, steps: bool = True) -> 
     ls["by_kernel"] = launch_table(trace, top=top)
     return {
         "kind": DOC_KIND, "version": DOC_VERSION, "files": list(trace.files),
-        "device": trace.device, "steps": len(trace.step_numbers()),
+        "device": trace.device, "steps": len(trace.steps),
         "events": int(trace.counts.get("events", 0)),
         "headline": headline(trace),
         "gpu": {"kernel": {"count": kb.kernel_count, "total_us": kb.kernel_total_us},

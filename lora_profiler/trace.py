@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
 
-MODES = ("full", "lora", "frozen", "forward")
+from .names import BASE_MODES as MODES  # noqa: E402
 
 EPILOG = """\
 modes:
@@ -32,6 +32,13 @@ modes:
   frozen   every weight frozen, backward still runs (activation gradients only):
            the floor LoRA cannot beat; T_full/T_frozen is the ideal speedup
   forward  forward only, under torch.no_grad
+
+validation (--validate): LoRA variants timed interleaved with the modes, each removing one cause;
+the saving each should bring, predicted from the attribution, is compared with the saving measured
+  no-dropout   every adapter's dropout replaced by nn.Identity
+  fold-scale   the adapter output not multiplied by alpha/r (scale folded into B)
+  upper-half   adapters on the upper half of the blocks only (backward still through every block)
+  rank-x4      adapters of 4x the rank
 
 a model file defines build_model() returning an nn.Module (or a module-level `model`), and
 optionally make_batch(batch_size, seq_len, device), loss_fn(model, batch) and LORA_TARGETS.
@@ -90,6 +97,18 @@ def _modes(text: str) -> tuple[str, ...]:
     return names
 
 
+def _variants(text: str) -> tuple[str, ...]:
+    from .workload.variants import is_variant
+
+    names = tuple(m.strip() for m in text.split(",") if m.strip())
+    bad = [m for m in names if not is_variant(m)]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown variant {', '.join(bad) or repr(text)}; choose from no-dropout, fold-scale, "
+            "upper-half, rank-xN (N >= 2)")
+    return names
+
+
 def _targets(text: str) -> tuple[str, ...]:
     names = tuple(t.strip() for t in text.split(",") if t.strip())
     if not names:
@@ -121,10 +140,21 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--dropout", type=_probability, default=0.05, help="LoRA dropout (default 0.05)")
     m = p.add_argument_group("measurement")
     m.add_argument("--modes", type=_modes, default=MODES, help="comma-separated subset of full,lora,frozen,forward")
-    m.add_argument("--steps", type=_positive_int, default=5, help="timed steps per mode (default 5)")
+    m.add_argument("--steps", type=_positive_int, default=12,
+                   help="timed rounds: steps per mode, each round running every mode once (default 12)")
     m.add_argument("--warmup", type=int, default=2, help="warm-up steps per mode (default 2)")
-    m.add_argument("--profile-steps", type=_positive_int, default=3,
-                   help="active steps in each mode's profiled run; the attribution takes the median (default 3)")
+    m.add_argument("--profile-steps", type=_positive_int, default=5,
+                   help="profiled rounds: one recorded step per mode each; the attribution gives the "
+                        "median over them with min-max (default 5)")
+    m.add_argument("--validate", action="store_true",
+                   help="also time the ablation variants (see below) and compare the saving each "
+                        "brings with the saving the attribution predicts")
+    m.add_argument("--variants", type=_variants, default=None, metavar="LIST",
+                   help="the ablation variants --validate times (default: no-dropout,fold-scale,"
+                        "upper-half,rank-x4)")
+    m.add_argument("--no-calibrate", action="store_true",
+                   help="skip the profiler-cost calibration (components are then not corrected "
+                        "for the profiler's own cost; not recommended)")
     m.add_argument("--no-profile", action="store_true", help="skip the profiled runs (no traces, no attribution)")
     m.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda or cuda:N")
     m.add_argument("--seed", type=int, default=0, help="seed for weights and batch (default 0)")
@@ -223,9 +253,21 @@ def run(args) -> tuple[int, dict]:
         workload = _build_workload(args, device)
     except WorkloadError as exc:
         raise UsageError(str(exc))
+    from .workload.variants import VALIDATION_VARIANTS
+
+    if args.variants and not args.validate:
+        raise UsageError("--variants lists what --validate times; add --validate")
+    if args.validate and not {"lora", "frozen"} <= set(args.modes):
+        raise UsageError("--validate compares LoRA variants with the lora mode against the frozen "
+                         "floor: keep lora and frozen in --modes")
+    if args.validate and args.no_profile:
+        raise UsageError("--validate predicts savings from the attribution, which needs the profiled "
+                         "runs: drop --no-profile")
+    variants = (args.variants or VALIDATION_VARIANTS) if args.validate else ()
     options = CaptureOptions(
         modes=args.modes, warmup_steps=args.warmup, steps=args.steps, seed=args.seed,
-        profile=None if args.no_profile else ProfileSchedule(wait=0, warmup=1, active=args.profile_steps))
+        profile=None if args.no_profile else ProfileSchedule(wait=0, warmup=1, active=args.profile_steps),
+        variants=tuple(variants), calibrate=not args.no_calibrate)
     if not args.quiet:
         print(f"lora_profiler: {workload.name} ({workload.facts()['total_params'] / 1e6:.1f}M params, "
               f"batch {workload.batch_size} x seq {workload.seq_len}) on {device}; "

@@ -111,7 +111,7 @@ def test_tiny_preset_run_writes_report(capsys, tmp_path):
     headline = json.loads(stdout.strip().splitlines()[-1])
     assert headline["out"] == str(out) and headline["failed"] == []
     report = json.loads((out / "report.json").read_text())
-    assert report["version"] == 1 and report["kind"] == "lora_profiler.report"
+    assert report["version"] == 2 and report["kind"] == "lora_profiler.report"
     for mode in ("full", "lora", "frozen", "forward"):
         assert report["modes"][mode]["status"] == "ok"
         assert report["modes"][mode]["step_time_s"]["n"] == 2
@@ -131,6 +131,17 @@ def test_tiny_preset_run_writes_report(capsys, tmp_path):
     doc = json.loads(capsys.readouterr().out)
     assert set(doc["modes"]) == {"full", "lora", "frozen", "forward"}
     assert doc["attribution"]["components"] == pytest.approx(att["components"])
+    # every profiled round is a step of its own: steps = rounds x recorded steps (1 each)
+    rounds = report["settings"]["profile"]["active"]
+    for mode in ("full", "lora", "frozen", "forward"):
+        assert doc["modes"][mode]["steps"] == rounds == len(doc["modes"][mode]["per_step"])
+        per = doc["modes"][mode]["per_step"]
+        assert len({r["step"] for r in per}) == rounds
+        # per-step figures are one step's: each row's wall time is one profiled step's window
+        from lora_profiler.events import load_trace
+
+        trace = load_trace([str(out / f) for f in report["modes"][mode]["trace_files"]])
+        assert sorted(r["wall_us"] for r in per) == pytest.approx(sorted(trace.steps.dur_us.tolist()))
 
 
 def test_peft_wrapped_hf_llama_file(capsys, tmp_path):

@@ -9,8 +9,8 @@ import numpy as np
 
 from ..events import Trace, parse_dims
 from .devices import device_peak
-from .lora_attribution import adapter_path_us, gap_before
 from .lora_roles import ADAPTER_ROLES, MATMUL_LEAF_OPS, PHASES, ROLES, Roles
+from .step_causes import gap_before
 
 FWD, BWD = PHASES.index("forward"), PHASES.index("backward")
 
@@ -106,6 +106,22 @@ def launch_cost_us(trace: Trace) -> Optional[float]:
     return float(np.median(durs)) if durs.size else None
 
 
+def adapter_path_us(trace: Trace, roles: Roles) -> np.ndarray:
+    """(scopes,) us of the forward adapter path in each adapted-layer scope: the layer's time
+    minus its base — the ``#base`` scope, or (torchtune: no base module) the base matmul ops
+    recorded directly in the layer's scope."""
+    sc, ops = trace.scopes, trace.ops
+    is_layer = np.array([p == "" for p in roles.scope_part], dtype=bool)
+    out = np.where(is_layer, sc.dur_us, 0.0)
+    for i, part in enumerate(roles.scope_part):
+        if part == "base" and sc.parent[i] >= 0:
+            out[sc.parent[i]] -= sc.dur_us[i]  # the base scope nests in its layer's scope
+    in_layer = np.r_[is_layer, False][np.where(ops.scope >= 0, ops.scope, len(out))]
+    base_here = roles.op_root & (roles.op_role == ROLES.index("base")) & in_layer & (roles.op_phase == FWD)
+    out -= np.bincount(ops.scope[base_here], weights=ops.dur_us[base_here], minlength=len(out))[:len(out)]
+    return out
+
+
 def serial_path(trace: Trace, roles: Roles) -> dict:
     """Per adapted layer: time of its base layer and of its adapter path, forward and backward.
 
@@ -193,31 +209,41 @@ def timeline(trace: Trace, roles: Roles) -> Optional[dict]:
     return {"layer": pick, "events": events}
 
 
-def memory_peaks(facts: dict) -> dict:
-    """Memory per mode: the CUDA allocator's peak where measured, else the accounted bytes
-    (parameters + gradients + optimizer state + saved activations; CPU keeps no allocator peak).
+def trace_peak_bytes(trace: Trace) -> Optional[float]:
+    """Median over the trace's steps of the step's allocation peak above what was allocated when
+    it began (bytes): the running sum of the allocator events' +/- bytes, at its highest.
+
+    Allocator totals written in CPU traces count blocks allocated before profiling began whose
+    frees it never saw; the running sum within a step does not depend on them.
+    """
+    mem = trace.memory
+    if not len(mem.bytes) or not len(trace.steps.dur_us):
+        return None
+    peaks = []
+    for s in range(len(trace.steps.dur_us)):
+        rows = np.flatnonzero(mem.step == s)
+        if rows.size:
+            rows = rows[np.argsort(mem.ts_us[rows], kind="stable")]
+            peaks.append(float(np.cumsum(mem.bytes[rows]).max()))
+    return float(np.median(peaks)) if peaks else None
+
+
+def memory_peaks(facts: dict, step_peaks: Optional[dict] = None) -> dict:
+    """Peak memory per mode (bytes) and where it comes from.
+
+    CUDA: the allocator's peak over the profiled steps (``memory.peak_bytes``). CPU: what was
+    resident when the step began (parameters and optimizer state) plus the step's allocation peak
+    from the allocator events of the profiled steps (``step_peaks``: mode -> bytes). Without
+    either: the accounted bytes (parameters + gradients + optimizer state + saved activations).
     """
     out = {}
     for mode, entry in facts["modes"].items():
         mem = entry.get("memory") or {}
-        out[mode] = mem.get("peak_bytes") if mem.get("peak_bytes") is not None else mem.get("accounted_bytes")
+        transient = (step_peaks or {}).get(mode)
+        if mem.get("peak_bytes") is not None:
+            out[mode] = mem["peak_bytes"]
+        elif transient is not None and mem.get("param_bytes") is not None:
+            out[mode] = mem["param_bytes"] + (mem.get("optimizer_state_bytes") or 0) + transient
+        else:
+            out[mode] = mem.get("accounted_bytes")
     return out
-
-
-def versus_full(facts: dict, overhead: dict) -> Optional[dict]:
-    """What LoRA saves against full fine-tuning (measured phase times) and what it adds.
-
-    Saved: the weight-gradient work (T_backward(full) - T_backward(frozen)) and the optimizer
-    over all weights (full's optimizer + zero_grad). Added: LoRA's overhead over the frozen floor.
-    """
-    modes = facts["modes"]
-    try:
-        full, frozen, lora = (modes[m]["phase_time_s"] for m in ("full", "frozen", "lora"))
-        t = {m: modes[m]["step_time_s"]["median"] for m in ("full", "frozen", "lora")}
-    except (KeyError, TypeError):
-        return None
-    saved = {"weight_grad_s": full["backward"] - frozen["backward"],
-             "optimizer_s": full["optimizer"] + full["zero_grad"]}
-    return {"saved": saved, "added": {"adapter_s": overhead["overhead_s"]},
-            "full_s": t["full"], "frozen_s": t["frozen"], "lora_s": t["lora"],
-            "net_saving_s": t["full"] - t["lora"]}

@@ -1,9 +1,10 @@
 """Headline figures of a trace and the per-step view of the generic analyses.
 
 ``headline`` gives the flat figures a script checks first (dotted keys, us); ``per_step``
-repeats the cheap analyses for every ``ProfilerStep#N`` window (rows of one step number from
-several files are pooled). Rows are grouped by their ``step`` column with one sort per table,
-so the cost does not grow with steps x rows.
+repeats the cheap analyses for every step window: one ``ProfilerStep#N`` of one file (the
+profiled rounds of a run and the ranks of a distributed job are windows of their own, never
+pooled). Rows are grouped by their ``step`` column with one sort per table, so the cost does not
+grow with steps x rows.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from .idle import union_gaps
 def headline(trace: Trace) -> Dict[str, Any]:
     """Flat whole-trace figures, e.g. ``gpu.kernel.count``, ``launches.linked`` (times in us)."""
     k, L, ops = trace.kernels, trace.launches, trace.ops
-    out: Dict[str, Any] = {"device": trace.device, "steps": len(trace.step_numbers()),
+    out: Dict[str, Any] = {"device": trace.device, "steps": len(trace.steps),
                            "events": int(trace.counts.get("events", 0))}
     for label, cat in (("kernel", CAT_KERNEL), ("memcpy", CAT_MEMCPY), ("memset", CAT_MEMSET)):
         m = k.cat == cat
@@ -36,22 +37,22 @@ def headline(trace: Trace) -> Dict[str, Any]:
 
 
 def per_step(trace: Trace) -> List[Dict[str, Any]]:
-    """For each step number: wall time, GPU totals, launches, idle time and op time (us).
+    """For each step window (file, then time order): its number, file, wall time, GPU totals,
+    launches, idle time and op time (us).
 
     ``gpu.idle_us`` is the idle time inside the union of each device's activities of the step
     (see ``idle``), summed over devices; ``launches.launch_bound`` counts the step's kernels
     shorter than their launch call; ``launches.delay_median_us`` is the median of first GPU
     start - launch start over the step's linked launches.
     """
-    numbers = trace.steps.number
-    if len(numbers) == 0:
+    st = trace.steps
+    if len(st.number) == 0:
         return []
     k, L, ops = trace.kernels, trace.launches, trace.ops
-    step_num = lambda link: np.where(link >= 0, numbers[np.maximum(link, 0)], -1)  # noqa: E731
-    kg, lg, og = _groups(step_num(k.step)), _groups(step_num(L.step)), _groups(step_num(ops.step))
+    kg, lg, og = _groups(k.step), _groups(L.step), _groups(ops.step)
     rows = []
-    for number in trace.step_numbers():
-        ki, li, oi = kg.get(number, _NONE), lg.get(number, _NONE), og.get(number, _NONE)
+    for w in np.lexsort((st.ts_us, st.file)).tolist():
+        ki, li, oi = kg.get(w, _NONE), lg.get(w, _NONE), og.get(w, _NONE)
         kern = ki[k.cat[ki] == CAT_KERNEL]
         linked_l = li[L.n_gpu[li] > 0]
         kk = kern[k.launch[kern] >= 0]
@@ -64,10 +65,10 @@ def per_step(trace: Trace) -> List[Dict[str, Any]]:
             span = float((k.ts_us[on] + k.dur_us[on]).max() - k.ts_us[on].min())
             gap = float(union_gaps(k.ts_us[on], k.dur_us[on]).sum())
             busy, idle = busy + span - gap, idle + gap
-        st = trace.steps.number == number
         rows.append({
-            "step": number,
-            "wall_us": float(trace.steps.dur_us[st].max()),
+            "step": int(st.number[w]),
+            "file": int(st.file[w]),
+            "wall_us": float(st.dur_us[w]),
             "gpu.kernel.count": int(kern.size),
             "gpu.kernel.total_us": float(k.dur_us[kern].sum()),
             "gpu.memcpy.count": int((k.cat[ki] == CAT_MEMCPY).sum()),

@@ -1,9 +1,10 @@
 """Module hooks: profiler scopes named after module paths, and the current module for accounting.
 
 Every module's forward opens a ``torch.profiler.record_function`` scope (names in
-docs/FORMAT.md) — but only while a profiler is running, so timed steps pay one cheap check per
-module call. The same hooks keep a stack of (module path, category) that saved-tensor accounting
-reads to know who saved a tensor.
+docs/FORMAT.md) — but only while a profiler is running. The hooks are installed after the timed
+steps (timed steps run without them) for the saved-tensor accounting and the profiled runs; the
+profiler calibration measures what a hooked scope costs. The same hooks keep a stack of
+(module path, category) that saved-tensor accounting reads to know who saved a tensor.
 """
 
 from __future__ import annotations
@@ -13,19 +14,14 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from ..names import adapter_scope, module_scope, phase_scope  # noqa: F401  (phase_scope re-exported)
 from ..workload.adapters import Adapters
 from ..workload.lora import LoRALinear
 
-PREFIX = "lp/"
-
-
-def phase_scope(name: str) -> str:
-    """Scope name of a training-step phase (forward, backward, optimizer, zero_grad)."""
-    return f"{PREFIX}phase/{name}"
-
 
 class ModuleHooks:
-    """Installs forward pre/post hooks on every module of a model (containers excepted).
+    """Installs forward pre/post hooks on every module of a model (containers and modules nested
+    inside an adapter's part excepted: their work belongs to the part).
 
     Args:
         model: the model.
@@ -45,23 +41,25 @@ class ModuleHooks:
         inside_part: set[int] = set()  # modules nested inside an adapter part: no scope of their own
         for part in adapters.layers if adapters else []:
             layer_cat = "adapter" if part.base is not None else "base"  # torchtune: base ops sit in the layer
-            roles[id(part.layer)] = (f"{PREFIX}adapter/{part.path}", layer_cat)
+            roles[id(part.layer)] = (adapter_scope(part.path), layer_cat)
             if isinstance(part.layer, LoRALinear):
-                part.layer.lp_scope = f"{PREFIX}adapter/{part.path}"
+                part.layer.lp_scope = adapter_scope(part.path)
             for suffix, sub, cat in (("base", part.base, "base"), ("dropout", part.dropout, "adapter"),
                                      ("lora_A", part.lora_A, "adapter"), ("lora_B", part.lora_B, "adapter")):
                 if sub is not None:
-                    roles[id(sub)] = (f"{PREFIX}adapter/{part.path}#{suffix}", cat)
+                    roles[id(sub)] = (adapter_scope(part.path, suffix), cat)
                     inside_part.update(id(m) for m in sub.modules() if m is not sub)
+        self._lora_layers = [p.layer for p in (adapters.layers if adapters else [])
+                             if isinstance(p.layer, LoRALinear)]
         for path, module in model.named_modules():
             if module is model or isinstance(module, (nn.ModuleList, nn.ModuleDict)):
                 continue
             if id(module) in inside_part and id(module) not in roles:
-                name, cat = None, None  # inherits the part's category through the stack
-            elif id(module) in roles:
+                continue  # its work (and saved tensors) belong to the part around it
+            if id(module) in roles:
                 name, cat = roles[id(module)]
             else:
-                name, cat = f"{PREFIX}module/{path}", None
+                name, cat = module_scope(path), None
             self._handles.append(module.register_forward_pre_hook(self._pre(path, name, cat)))
             self._handles.append(module.register_forward_hook(self._post()))
 
@@ -95,3 +93,5 @@ class ModuleHooks:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        for layer in self._lora_layers:
+            layer.lp_scope = None

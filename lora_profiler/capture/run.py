@@ -2,16 +2,19 @@
 
 Order of work (all on one model, one batch, one seed):
 
-1. warm-up steps for every mode, interleaved;
-2. timed steps, one round at a time, each round running every mode once in a rotated order so
-   machine drift cannot favour a mode (no profiler is running while steps are timed);
-3. one accounting forward per training mode with saved-tensor hooks;
-4. optimizers dropped, then the profiled runs, interleaved like the timed steps: in each of
-   ``active`` rounds every mode runs one short profiler session (``wait`` + ``warmup`` steps,
-   then one recorded step; record_shapes and profile_memory on) with a fresh optimizer, written
-   with ``tensorboard_trace_handler`` to ``OUT/tb/<mode>/`` — one file per round, so drift of
-   the machine during profiling does not favour a mode either;
-5. ``facts.json`` written atomically.
+1. warm-up steps for every mode and variant, interleaved;
+2. timed steps, one round at a time, each round running every mode (and variant) once in a
+   rotated order so machine drift cannot favour a mode. Neither the profiler nor the capture
+   hooks are installed while steps are timed: the times are the user's own;
+3. the capture hooks installed; one accounting forward per training mode with saved-tensor hooks;
+4. the profiler's own cost calibrated by known-answer loops (``calibrate``), in this process;
+5. optimizers dropped, then the profiled runs, interleaved like the timed steps: in each of
+   ``active`` rounds every base mode runs one short profiler session (``wait`` + ``warmup``
+   steps, then one recorded step; record_shapes and profile_memory on) with a fresh optimizer,
+   written with ``tensorboard_trace_handler`` to ``OUT/tb/<mode>/`` — one file per round, with
+   the round's own ``ProfilerStep#`` number, so every round is its own step for the analysis;
+6. what each variant changed (and the microbenchmarks its predicted saving scales by);
+7. ``facts.json`` written atomically.
 """
 
 from __future__ import annotations
@@ -29,14 +32,15 @@ import numpy as np
 import torch
 
 from ..fileio import write_json
-from ..workload.modes import MODES, InputGrad, switch_mode
+from ..workload.modes import MODES, InputGrad, mode_kind, switch_mode, variant_of
 from ..workload.spec import Workload
+from .calibrate import calibrate
 from .gpu import GpuSampler
 from .hooks import ModuleHooks
 from .saved import measure_saved
 from .step import PHASES, ModeFailure, StepRunner
 
-FACTS_VERSION = 1
+FACTS_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,11 @@ class ProfileSchedule:
 
     wait: int = 0
     warmup: int = 1
-    active: int = 3
+    active: int = 5
+
+    @property
+    def steps_per_round(self) -> int:
+        return self.wait + self.warmup + 1
 
 
 @dataclass(frozen=True)
@@ -55,11 +63,14 @@ class CaptureOptions:
 
     modes: tuple[str, ...] = MODES
     warmup_steps: int = 2
-    steps: int = 5
+    steps: int = 12
     seed: int = 0
     lr: float = 1e-5
     profile: Optional[ProfileSchedule] = field(default_factory=ProfileSchedule)
     gzip_traces: bool = True
+    # Modes timed with the others but not profiled: the ablation variants of ``--validate``.
+    variants: tuple[str, ...] = ()
+    calibrate: bool = True
 
 
 def time_stats(samples: list[float]) -> dict:
@@ -163,30 +174,39 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
 
     Returns:
         The facts (as written to facts.json). A mode that failed has ``status: failed`` and
-        ``error``; the others still ran.
+        ``error``; the others still ran. A variant that cannot run on this workload has
+        ``status: skipped`` and the reason.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    modes = [m for m in MODES if m in options.modes]
-    hooks = ModuleHooks(workload.model, workload.adapters)
+    modes = [m for m in MODES if m in options.modes] + [m for m in options.modes if m not in MODES]
+    variants = [v for v in options.variants if v not in modes]
     input_grad = InputGrad(workload.model)
     sampler = GpuSampler(workload.device.index or 0) if workload.device.type == "cuda" else None
     nvml_reason = sampler.reason if sampler else "not used: no CUDA device"
-    profiled_steps = ((options.profile.wait + options.profile.warmup + 1) * options.profile.active
-                      if options.profile else 0)
-    train_modes = sum(m != "forward" for m in modes)
-    bar = _Progress(len(modes) * (options.warmup_steps + options.steps + profiled_steps)
-                    + train_modes, progress)
+    results = {m: {"status": "ok", "error": None} for m in modes + variants}
+    for v in variants + [m for m in modes if m not in MODES]:
+        reason = variant_of(workload, v).not_applicable(workload)
+        if reason:
+            results[v].update(status="skipped", error=reason)
+    timed = [m for m in modes + variants if results[m]["status"] == "ok"]
+    profiled_modes = [m for m in modes if m in MODES]
+    sched = options.profile
+    train_modes = sum(mode_kind(m) != "forward" for m in modes)
+    bar = _Progress(len(timed) * (options.warmup_steps + options.steps) + train_modes
+                    + (len(profiled_modes) * sched.steps_per_round * sched.active if sched else 0), progress)
 
-    results = {m: {"status": "ok", "error": None} for m in modes}
     runners: dict[str, StepRunner] = {}
-    samples: dict[str, list[float]] = {m: [] for m in modes}
-    phases: dict[str, dict[str, list[float]]] = {m: {p: [] for p in PHASES} for m in modes}
+    samples: dict[str, list[float]] = {m: [] for m in timed}
+    phases: dict[str, dict[str, list[float]]] = {m: {p: [] for p in PHASES} for m in timed}
     losses: dict[str, float] = {}
+    hooks: Optional[ModuleHooks] = None
+    calibration = None
 
     def fail(mode: str, exc: ModeFailure):
         results[mode].update(status="failed", error=str(exc))
-        hooks.reset()
+        if hooks is not None:
+            hooks.reset()
         runner = runners.pop(mode, None)
         if runner is not None:
             runner.release()
@@ -206,61 +226,50 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
             for p, v in t.items():
                 phases[mode][p].append(v)
 
+    def ok(names):
+        return [m for m in names if results[m]["status"] == "ok"]
+
     torch.manual_seed(options.seed)
     try:
+        # 1-2. warm-up and timed rounds: no hooks, no profiler.
         for rnd in range(options.warmup_steps + options.steps):
-            for mode in _rotated([m for m in modes if results[m]["status"] == "ok"], rnd):
-                timed = rnd >= options.warmup_steps
-                if timed and sampler is not None:
+            for mode in _rotated(ok(timed), rnd):
+                is_timed = rnd >= options.warmup_steps
+                if is_timed and sampler is not None:
                     sampler.start()
                 try:
-                    run_one(mode, record=timed)
+                    run_one(mode, record=is_timed)
                 except ModeFailure as exc:
                     fail(mode, exc)
                 finally:
                     if sampler is not None:
                         sampler.stop()
                         got = sampler.take()
-                        if got is not None and timed:
+                        if got is not None and is_timed:
                             results[mode].setdefault("_gpu", []).append(got)
-                bar.update(f"{'timing' if timed else 'warm-up'} {mode}")
+                bar.update(f"{'timing' if is_timed else 'warm-up'} {mode}")
 
-        # Memory and saved activations, one mode at a time.
+        # 3. memory and saved activations, one mode at a time, under the capture hooks.
+        hooks = ModuleHooks(workload.model, workload.adapters)
         for mode in modes:
-            res = results[mode]
-            runner = runners.get(mode)
-            if res["status"] != "ok" or runner is None:
-                continue
-            cfg = switch_mode(workload, mode, input_grad)
-            runner.config = cfg
-            res["trainable_params"] = int(sum(p.numel() for p in cfg.trainable))
-            res["memory"] = {
-                "param_bytes": _tensor_bytes(workload.model.parameters()),
-                "grad_bytes": _tensor_bytes(cfg.trainable),
-                "optimizer_state_bytes": _optimizer_bytes(runner.optimizer),
-                "peak_bytes": None,
-                "peak_source": None,
-            }
-            if cfg.backward:
-                try:
-                    res["saved_activations"] = measure_saved(workload.model, hooks, runner.forward_loss)
-                    mem = res["memory"]
-                    mem["accounted_bytes"] = (mem["param_bytes"] + mem["grad_bytes"] + mem["optimizer_state_bytes"]
-                                              + res["saved_activations"]["total_bytes"])
-                except ModeFailure as exc:
-                    fail(mode, exc)
+            _account(workload, mode, input_grad, runners.get(mode), results[mode], hooks, fail)
+            if mode_kind(mode) != "forward":
                 bar.update(f"accounting {mode}")
-            else:
-                res["saved_activations"] = {"total_bytes": 0, "by_category": {"base": 0, "adapter": 0, "other": 0},
-                                            "by_module": {}, "tensors": 0}
-                res["memory"]["accounted_bytes"] = res["memory"]["param_bytes"]
+        for v in variants:
+            if results[v]["status"] == "ok":
+                cfg = switch_mode(workload, v, input_grad)
+                results[v]["trainable_params"] = int(sum(p.numel() for p in cfg.trainable))
         for runner in runners.values():
             runner.release()
         runners.clear()
 
-        if options.profile is not None:
-            for rnd in range(options.profile.active):
-                for mode in _rotated([m for m in modes if results[m]["status"] == "ok"], rnd):
+        # 4-5. the profiler's own cost, then the profiled rounds.
+        if sched is not None and ok(profiled_modes):
+            if options.calibrate:
+                bar.update("calibrating the profiler")
+                calibration = calibrate(workload.device, _dtype(workload))
+            for rnd in range(sched.active):
+                for mode in _rotated(ok(profiled_modes), rnd):
                     try:
                         files = _profile_session(workload, mode, input_grad, options, out_dir,
                                                  results[mode], bar, rnd)
@@ -269,21 +278,32 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
                         fail(mode, exc)
                     finally:
                         hooks.reset()
+        # 6. what each variant changed, with the microbenchmarks its prediction scales by.
+        switch_mode(workload, "lora" if "lora" in modes else modes[0], input_grad)
+        for v in variants + [m for m in modes if m not in MODES]:
+            if results[v]["status"] == "ok":
+                results[v]["variant"] = variant_of(workload, v).describe(workload)
+        switch_mode(workload, modes[0], input_grad)
     finally:
         bar.close()
-        hooks.remove()
+        if hooks is not None:
+            hooks.remove()
         if sampler is not None:
             sampler.stop()
 
     modes_out = {}
-    for mode in modes:
+    for mode in modes + variants:
         res = results[mode]
         entry = {"status": res["status"], "error": res["error"]}
-        if samples[mode] and res["status"] == "ok":
+        if mode not in MODES:
+            entry["variant_of"] = "lora"
+            entry["profiled"] = False
+        if samples.get(mode) and res["status"] == "ok":
             entry["step_time_s"] = time_stats(samples[mode])
             entry["phase_time_s"] = {p: float(np.median(v)) for p, v in phases[mode].items()}
+            entry["phase_samples_s"] = {p: [float(x) for x in v] for p, v in phases[mode].items()}
             entry["loss"] = losses.get(mode)
-        for key in ("trainable_params", "memory", "saved_activations", "trace_files"):
+        for key in ("trainable_params", "trainable_shapes", "memory", "saved_activations", "trace_files", "variant"):
             if key in res:
                 entry[key] = res[key]
         gpu = res.get("_gpu")
@@ -298,10 +318,13 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
         "workload": workload.facts(),
         "environment": environment(workload.device, nvml_reason),
         "settings": {
-            "modes": modes, "warmup_steps": options.warmup_steps, "steps": options.steps,
-            "seed": options.seed, "lr": options.lr,
-            "profile": asdict(options.profile) if options.profile else None,
+            "modes": modes, "variants": variants, "warmup_steps": options.warmup_steps,
+            "steps": options.steps, "seed": options.seed, "lr": options.lr,
+            "profile": asdict(sched) if sched else None,
+            "rounds": "every timed round runs each mode once, in an order rotated by one per round",
+            "hooks_while_timed": False,
         },
+        "calibration": calibration,
         "adapters": {
             "source": adapters.source, "modules": adapters.paths, "count": len(adapters.layers),
             "rank": adapters.rank, "alpha": adapters.alpha, "dropout": adapters.dropout,
@@ -314,10 +337,57 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
     return facts
 
 
+def _dtype(workload: Workload) -> torch.dtype:
+    for p in workload.model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def _account(workload: Workload, mode: str, input_grad: InputGrad, runner: Optional[StepRunner],
+             res: dict, hooks: ModuleHooks, fail) -> None:
+    """Parameters, gradients, optimizer state and saved activations of one mode (facts)."""
+    if res["status"] != "ok" or runner is None:
+        return
+    cfg = switch_mode(workload, mode, input_grad)
+    runner.config = cfg
+    res["trainable_params"] = int(sum(p.numel() for p in cfg.trainable))
+    res["trainable_shapes"] = _shape_counts(cfg.trainable)
+    res["memory"] = {
+        "param_bytes": _tensor_bytes(workload.model.parameters()),
+        "grad_bytes": _tensor_bytes(cfg.trainable),
+        "optimizer_state_bytes": _optimizer_bytes(runner.optimizer),
+        "peak_bytes": None,
+        "peak_source": None,
+    }
+    mem = res["memory"]
+    if cfg.backward:
+        try:
+            res["saved_activations"] = measure_saved(workload.model, hooks, runner.forward_loss)
+            mem["accounted_bytes"] = (mem["param_bytes"] + mem["grad_bytes"] + mem["optimizer_state_bytes"]
+                                      + res["saved_activations"]["total_bytes"])
+        except ModeFailure as exc:
+            fail(mode, exc)
+    else:
+        res["saved_activations"] = {"total_bytes": 0, "by_category": {"base": 0, "adapter": 0, "other": 0},
+                                    "by_module": {}, "tensors": 0}
+        mem["accounted_bytes"] = mem["param_bytes"]
+
+
+def _shape_counts(params) -> list:
+    """[[shape, count], ...] of the trainable tensors (weight-gradient matmuls are found by them)."""
+    counts: dict[tuple, int] = {}
+    for p in params:
+        counts[tuple(p.shape)] = counts.get(tuple(p.shape), 0) + 1
+    return [[list(k), v] for k, v in sorted(counts.items())]
+
+
 def _profile_session(workload: Workload, mode: str, input_grad: InputGrad, options: CaptureOptions,
                      out_dir: Path, res: dict, bar: _Progress, rnd: int) -> list[str]:
     """One profiler session of ``mode`` recording one step; returns the trace files written
-    (relative to out_dir). On CUDA, ``memory.peak_bytes`` keeps the largest recorded-step peak."""
+    (relative to out_dir). The session skips ``rnd`` rounds' worth of step numbers first, so the
+    recorded step of round r is ``ProfilerStep#(r * steps_per_round + wait + warmup)``: distinct
+    in every round. On CUDA, ``memory.peak_bytes`` keeps the largest recorded-step peak."""
     from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
 
     sched = options.profile
@@ -327,13 +397,17 @@ def _profile_session(workload: Workload, mode: str, input_grad: InputGrad, optio
     trace_dir.mkdir(parents=True, exist_ok=True)
     before = set(trace_dir.iterdir())
     runner = StepRunner(workload, switch_mode(workload, mode, input_grad), lr=options.lr)
-    total = sched.wait + sched.warmup + 1
+    total = sched.steps_per_round
+    skip = rnd * total
     try:
         with profile(activities=activities,
-                     schedule=schedule(wait=sched.wait, warmup=sched.warmup, active=1, repeat=1),
-                     on_trace_ready=tensorboard_trace_handler(str(trace_dir), worker_name=f"{mode}_r{rnd}",
+                     schedule=schedule(wait=sched.wait, warmup=sched.warmup, active=1, repeat=1,
+                                       skip_first=skip),
+                     on_trace_ready=tensorboard_trace_handler(str(trace_dir), worker_name=mode,
                                                               use_gzip=options.gzip_traces),
                      record_shapes=True, profile_memory=True, with_stack=False) as prof:
+            for _ in range(skip):  # nothing runs or is recorded: the step counter moves on
+                prof.step()
             for i in range(total):
                 if cuda and i == total - 1:
                     torch.cuda.synchronize(workload.device)
@@ -346,9 +420,9 @@ def _profile_session(workload: Workload, mode: str, input_grad: InputGrad, optio
             res["memory"]["peak_bytes"] = max(peak, res["memory"].get("peak_bytes") or 0)
             res["memory"]["peak_source"] = "torch.cuda.max_memory_allocated over the profiled steps"
         else:
-            res["memory"]["peak_source"] = ("CPU: PyTorch keeps no allocator peak on CPU; see "
-                                            "accounted_bytes (parameters + gradients + optimizer "
-                                            "state + saved activations)")
+            res["memory"]["peak_source"] = ("CPU: the allocator events of the profiled steps (see "
+                                            "report attribution.peak_memory_bytes); accounted_bytes "
+                                            "= parameters + gradients + optimizer state + saved activations")
     finally:
         runner.release()
     return sorted(str(p.relative_to(out_dir)) for p in set(trace_dir.iterdir()) - before)

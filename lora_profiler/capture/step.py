@@ -10,11 +10,9 @@ from typing import Optional
 
 import torch
 
+from ..names import PHASES, phase_scope
 from ..workload.modes import ModeConfig
 from ..workload.spec import Workload
-from .hooks import phase_scope
-
-PHASES = ("zero_grad", "forward", "backward", "optimizer")
 
 
 class ModeFailure(RuntimeError):

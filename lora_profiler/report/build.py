@@ -10,7 +10,7 @@ from pathlib import Path
 from ..analyses.lora import median_step_s
 from ..fileio import write_atomic, write_json
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 
 
 class RunError(ValueError):
@@ -35,15 +35,29 @@ def load_facts(run_dir: str | Path) -> dict:
     return facts
 
 
+SPEEDUPS = {"lora_vs_full": ("full", "lora"), "ideal_vs_full": ("full", "frozen"),
+            "lora_vs_frozen": ("frozen", "lora")}
+
+
 def speedups(facts: dict) -> dict:
     """Ratios of median step times (None where a mode is missing or failed)."""
-    full, lora, frozen = (median_step_s(facts, m) for m in ("full", "lora", "frozen"))
-
     def ratio(a, b):
+        a, b = median_step_s(facts, a), median_step_s(facts, b)
         return a / b if a is not None and b else None
 
-    return {"lora_vs_full": ratio(full, lora), "ideal_vs_full": ratio(full, frozen),
-            "lora_vs_frozen": ratio(frozen, lora)}
+    return {key: ratio(a, b) for key, (a, b) in SPEEDUPS.items()}
+
+
+def speedup_intervals(facts: dict) -> dict:
+    """95% intervals of the speedups: bootstrap over the timed rounds, each round's samples of
+    the two modes kept together (None with fewer than 3 rounds or a missing mode)."""
+    from ..analyses import stats
+
+    out = {}
+    for key, (a, b) in SPEEDUPS.items():
+        sa, sb = stats.samples(facts, a), stats.samples(facts, b)
+        out[key] = stats.paired_bootstrap(sa, sb, stats.median_ratio) if sa is not None and sb is not None else None
+    return out
 
 
 def load_mode_traces(run_dir: Path, facts: dict) -> dict:
@@ -76,7 +90,7 @@ def build_report(run_dir: str | Path, figures: bool = True) -> dict:
     Returns:
         The report dict (as written).
     """
-    from ..analyses.lora import lora_attribution
+    from ..analyses.lora import lora_attribution, mode_traces
 
     run_dir = Path(run_dir)
     facts = load_facts(run_dir)
@@ -84,8 +98,9 @@ def build_report(run_dir: str | Path, figures: bool = True) -> dict:
     report["kind"] = "lora_profiler.report"
     report["version"] = REPORT_VERSION
     report["speedup"] = speedups(facts)
+    report["speedup_ci"] = speedup_intervals(facts)
     traces = load_mode_traces(run_dir, facts)
-    report["attribution"] = lora_attribution(facts, traces)
+    report["attribution"] = lora_attribution(facts, traces, mode_traces(facts, traces))
     report["analysis"] = {mode: _generic(trace) for mode, trace in traces.items()}
     report["figures"] = []
     report["notes"] = []

@@ -20,15 +20,17 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator
 
-from ..analyses.lora import median_step_s
 from . import style
 from .style import ADAPTER, BASE, NEUTRAL, OTHER, PAGE_IN, label_device, mode_color, mode_label
+from .attribution_figures import FigureDataError, overhead_figure, validation_figure, vs_full_figure
 from .sweep_figures import naive_speedup, rank_targets_figure, speedup_tokens_figure
 
 __all__ = [
     "FigureDataError",
     "step_time_figure",
     "overhead_figure",
+    "validation_figure",
+    "vs_full_figure",
     "small_matmul_figure",
     "memory_figure",
     "timeline_figure",
@@ -42,19 +44,6 @@ __all__ = [
 MODE_ORDER = ("full", "lora", "frozen", "forward")
 PHASES = ("forward", "backward", "optimizer")
 
-COMPONENT_LABELS = {
-    "adapter_matmul_fwd": "adapter matmuls, forward",
-    "adapter_matmul_bwd": "adapter matmuls, backward",
-    "adapter_elementwise": "adapter dropout/scale/add",
-    "adapter_optimizer": "optimizer on adapters",
-    "dispatch_overhead": "op dispatch/launch overhead",
-    "gpu_idle_in_adapter": "GPU idle in adapter path",
-    "other_ops_delta": "rest of the step, LoRA − frozen",
-}
-
-
-class FigureDataError(ValueError):
-    """The report lacks the data a figure is drawn from (the message names the key)."""
 
 
 def _ok_modes(report: dict, need: str) -> list[str]:
@@ -142,77 +131,6 @@ def step_time_figure(report: dict) -> Figure:
 def _phases(pt: dict) -> dict:
     return {"forward": pt.get("forward") or 0.0, "backward": pt.get("backward") or 0.0,
             "optimizer": (pt.get("optimizer") or 0.0) + (pt.get("zero_grad") or 0.0)}
-
-
-# --- b. where LoRA's overhead goes ---------------------------------------------------------------
-
-def overhead_figure(report: dict) -> Figure:
-    """(b) LoRA's overhead over the frozen floor (T_lora − T_frozen) split into its components.
-
-    Top bar: the overhead measured from median step times. Bottom bar: ``attribution.components``
-    stacked (largest first) and the residual (measured − sum of components, hatched; drawn
-    backwards when the components add up to more than was measured).
-
-    Raises:
-        FigureDataError: attribution null or without components.
-    """
-    comps = _attribution(report, "components")
-    att = report["attribution"]
-    overhead = att.get("overhead_s")
-    if overhead is None:
-        raise FigureDataError("report['attribution']['overhead_s'] is missing")
-    residual = att.get("residual_s")
-    if residual is None:
-        residual = overhead - sum(comps.values())
-    # positives stacked rightwards (largest first), then negatives stacked back from their end
-    items = sorted(((n, v) for n, v in comps.items() if v), key=lambda kv: (kv[1] < 0, -abs(kv[1])))
-    stack = max(sum(v for _, v in items if v > 0), sum(v for _, v in items))
-    unit, k = style.time_unit(max(abs(overhead), stack, stack + residual, 1e-9))
-
-    def share(v: float) -> str:
-        return f" ({100 * v / overhead:.0f}%)" if overhead else ""
-
-    with style.paper_style():
-        fig, ax = style.new_figure(style.COLUMN_IN, 2.5)
-        ax.barh(1, overhead * k, height=0.55, color=ADAPTER)
-        ax.annotate(f"{overhead * k:.3g} {unit}", (max(overhead, 0) * k, 1), xytext=(3, 0),
-                    textcoords="offset points", va="center", fontsize=7)
-        left = 0.0
-        handles = []
-        for i, (name, v) in enumerate(items):
-            color = style.CATEGORY_COLORS[i % len(style.CATEGORY_COLORS)]
-            if v > 0:
-                ax.barh(0, v * k, left=left, height=0.55, color=color, edgecolor="white", linewidth=0.4)
-            else:  # a saving: drawn backwards, thinner, over the bars it takes back
-                ax.barh(0, v * k, left=left, height=0.3, color=color, edgecolor="black", linewidth=0.4,
-                        zorder=3)
-            handles.append(Patch(color=color, label=f"{_component_label(name)}: {v * k:.3g} {unit}{share(v)}"))
-            left += v * k
-        overlaps = any(v < 0 for _, v in items)  # then the residual starts inside the stack: see through
-        ax.barh(0, residual * k, left=left, height=0.55, facecolor="none" if overlaps else "white",
-                edgecolor=NEUTRAL, hatch="xxxx", hatchcolor=NEUTRAL, linewidth=0.6, zorder=2.5)
-        handles.append(Patch(facecolor="white", edgecolor=NEUTRAL, hatch="xxxx", hatchcolor=NEUTRAL,
-                             label=f"residual (unexplained): {residual * k:.3g} {unit}{share(residual)}"))
-        ax.set_yticks([0, 1], ["attributed", "measured\nT_lora − T_frozen"])
-        ax.set_xlabel(f"overhead per step ({unit})")
-        ax.set_ylim(-0.5, 1.5)
-        lo = min(0, (left + residual * k) * 1.05)
-        hi = max(left, overhead * k, left + residual * k, stack * k) * 1.2
-        ax.set_xlim(lo, hi if hi > lo else lo + 1)  # all zero: any non-empty range
-        ax.axvline(0, color="black", linewidth=0.6)
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(-0.35, -0.28), ncols=1,
-                  handlelength=1.2, fontsize=6.5)
-        lora = median_step_s(report, "lora")
-        frozen = median_step_s(report, "frozen")
-        if lora and frozen:
-            ax.set_title(f"T_frozen = {frozen * k:.3g} {unit}, T_lora = {lora * k:.3g} {unit} "
-                         f"(+{100 * (lora - frozen) / frozen:.0f}%)", fontsize=7, loc="left")
-        label_device(fig, report.get("environment"))
-    return fig
-
-
-def _component_label(name: str) -> str:
-    return COMPONENT_LABELS.get(name, name.replace("_", " "))
 
 
 # --- c. small-matmul launches ------------------------------------------------------------------
@@ -423,12 +341,14 @@ RUN_FIGURES: dict[str, Callable[[dict], Figure]] = {
     "small_matmuls": small_matmul_figure,  # c
     "memory": memory_figure,  # d
     "timeline": timeline_figure,  # g
+    "validation": validation_figure,  # e (with --validate)
+    "vs_full": vs_full_figure,  # f
 }
 SKIPPED_FILE = "skipped.json"
 
 
 def draw_run_figures(report: dict, out_dir: str | Path) -> list[str]:
-    """Draw figures a, b, c, d, g of one run into ``out_dir/figures/`` as PNG (300 dpi) and PDF.
+    """Draw figures a-g of one run into ``out_dir/figures/`` as PNG (300 dpi) and PDF.
 
     A figure whose data the report lacks (attribution null, every mode failed, ...) is skipped;
     the reasons are written to ``out_dir/figures/skipped.json`` (``{"<figure>": "<reason>"}``,

@@ -5,8 +5,16 @@ from __future__ import annotations
 from .units import fmt_bytes, fmt_s
 
 
+def _ci(ci, fmt=fmt_s) -> str:
+    return f" (95% interval {fmt(ci[0])} – {fmt(ci[1])})" if ci else ""
+
+
+def _share(v, total) -> str:
+    return f"{100 * v / total:.1f}%" if v is not None and total else ""
+
+
 def report_markdown(report: dict) -> str:
-    """Markdown of a report dict (tables of modes, speedups, attribution, figures)."""
+    """Markdown of a report dict (tables of modes, speedups, attribution, validation, figures)."""
     wl, env, ad = report["workload"], report["environment"], report["adapters"]
     out = [f"# lora_profiler report: {wl['name']}", ""]
     out.append(f"- model: {wl['arch']}, {wl['total_params']:,} parameters; batch {wl['batch_size']} x "
@@ -15,9 +23,14 @@ def report_markdown(report: dict) -> str:
                f"dropout {ad['dropout']}), {ad['trainable_params']:,} trainable parameters")
     out.append(f"- device: {env['device']} ({env['device_name']}), torch {env['torch']}, "
                f"{env['threads']} threads; created {report['created']}")
+    settings = report.get("settings") or {}
+    out.append(f"- measured: {settings.get('steps')} timed rounds (every mode once per round, rotated "
+               f"order, no profiler, no hooks); {(settings.get('profile') or {}).get('active', 0)} "
+               "profiled rounds")
     out += ["", "## Step time per mode", "",
             "| mode | status | median | min | max | IQR | n | trainable | saved activations | peak memory |",
             "|---|---|---|---|---|---|---|---|---|---|"]
+    peaks = (report.get("attribution") or {}).get("peak_memory_bytes") or {}
     for mode, e in report["modes"].items():
         st = e.get("step_time_s") or {}
         mem = e.get("memory") or {}
@@ -25,25 +38,60 @@ def report_markdown(report: dict) -> str:
         if e["status"] != "ok":
             out.append(f"| {mode} | {e['status']}: {e.get('error')} | | | | | | | | |")
             continue
+        peak = peaks.get(mode, mem.get("peak_bytes"))
         out.append(f"| {mode} | ok | {fmt_s(st.get('median'))} | {fmt_s(st.get('min'))} | "
                    f"{fmt_s(st.get('max'))} | {fmt_s(st.get('iqr'))} | {st.get('n')} | "
-                   f"{e.get('trainable_params', 0):,} | {fmt_bytes(saved)} | {fmt_bytes(mem.get('peak_bytes'))} |")
-    sp = report.get("speedup") or {}
+                   f"{e.get('trainable_params', 0):,} | {fmt_bytes(saved)} | {fmt_bytes(peak)} |")
+    sp, spci = report.get("speedup") or {}, report.get("speedup_ci") or {}
     out += ["", "## Speedup over full fine-tuning", ""]
     for key, label in (("lora_vs_full", "LoRA (T_full / T_lora)"),
                        ("ideal_vs_full", "ideal (T_full / T_frozen)")):
-        v = sp.get(key)
-        out.append(f"- {label}: {v:.2f}x" if v else f"- {label}: n/a")
+        v, ci = sp.get(key), spci.get(key)
+        out.append(f"- {label}: {v:.2f}x" + (f" (95% interval {ci[0]:.2f}–{ci[1]:.2f}x)" if ci else "")
+                   if v else f"- {label}: n/a")
     att = report.get("attribution")
     if att:
-        out += ["", "## Where LoRA's overhead goes", "",
-                f"Overhead T_lora - T_frozen = {fmt_s(att['overhead_s'])} per step.", "",
-                "| component | seconds per step | share |", "|---|---|---|"]
-        total = att["overhead_s"] or float("nan")
-        for name, sec in sorted(att["components"].items(), key=lambda kv: -kv[1]):
-            out.append(f"| {name} | {fmt_s(sec)} | {100 * sec / total:.1f}% |")
-        out.append(f"| residual | {fmt_s(att['residual_s'])} | {100 * att['residual_s'] / total:.1f}% |")
-        out += [""] + [f"> warning: {w}" for w in att.get("warnings") or []]
+        out += _attribution_md(att)
     if report.get("figures"):
         out += ["", "## Figures", ""] + [f"![{f}]({f})" for f in report["figures"] if f.endswith(".png")]
     return "\n".join(out) + "\n"
+
+
+def _attribution_md(att: dict) -> list:
+    total = att.get("overhead_s")
+    labels = att.get("labels") or {}
+    out = ["", "## Where LoRA's overhead goes", "",
+           f"Overhead T_lora − T_frozen = {fmt_s(total)} per step{_ci(att.get('overhead_ci_s'))}, "
+           f"measured without the profiler. Each cause is measured in the {att.get('rounds')} profiled "
+           "rounds (corrected for the profiler's own calibrated cost): median, and min–max over rounds.", "",
+           "| cause | median per step | min – max | share |", "|---|---|---|---|"]
+    for name, c in sorted((att.get("causes") or {}).items(), key=lambda kv: -abs(kv[1]["seconds"] or 0)):
+        flag = " (clipped at 0)" if c.get("clipped") else ""
+        out.append(f"| {labels.get(name, name)} | {fmt_s(c['seconds'])}{flag} | {fmt_s(c.get('min'))} – "
+                   f"{fmt_s(c.get('max'))} | {_share(c['seconds'], total)} |")
+    out.append(f"| residual (unexplained) | {fmt_s(att.get('residual_s'))} | | {_share(att.get('residual_s'), total)} |")
+    vf = att.get("vs_full")
+    if vf and vf.get("table"):
+        out += ["", "## LoRA against full fine-tuning", "",
+                f"T_full − T_frozen = {fmt_s(vf.get('overhead_s'))}; LoRA saves {fmt_s(vf.get('net_saving_s'))}"
+                f"{_ci(vf.get('net_saving_ci_s'))} against full fine-tuning.", "",
+                "| cause | LoRA − frozen | full − frozen | LoRA saves |", "|---|---|---|---|"]
+        for row in vf["table"]:
+            out.append(f"| {row['label']} | {fmt_s(row['lora_s'])} | {fmt_s(row['full_s'])} | {fmt_s(row['saved_s'])} |")
+    if att.get("validation"):
+        out += ["", "## Validation by ablation", "",
+                "Each variant removes one cause; its saving, predicted from the causes above, against the "
+                "saving measured (T_lora − T_variant, timed interleaved, no profiler).", "",
+                "| variant | predicted | measured | 95% interval | verdict |", "|---|---|---|---|---|"]
+        for row in att["validation"]:
+            ci = row.get("ci_s")
+            verdict = ("agrees" if row.get("agrees") else "disagrees") if row.get("agrees") is not None \
+                else (row.get("why") or "not checked")
+            out.append(f"| {row['variant']} | {fmt_s(row.get('predicted_s'))} | {fmt_s(row.get('measured_s'))} | "
+                       f"{(fmt_s(ci[0]) + ' – ' + fmt_s(ci[1])) if ci else ''} | {verdict} |")
+    rel = att.get("reliability") or []
+    if rel:
+        out += ["", "## Unreliable numbers", ""] + [f"- **{f['numbers']}**: {f['reason']}" for f in rel]
+    for note in att.get("notes") or []:
+        out.append(f"> note: {note}")
+    return out

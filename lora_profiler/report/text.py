@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from .units import fmt_bytes, fmt_s
+
+
+def _interval(ci: Optional[list], fmt=fmt_s) -> str:
+    return f" [95%: {fmt(ci[0])} – {fmt(ci[1])}]" if ci else ""
+
+
+def _x(v: Optional[float]) -> str:
+    return f"{v:.2f}x" if v else "n/a"
 
 
 def summary_text(report: dict) -> str:
@@ -13,24 +23,26 @@ def summary_text(report: dict) -> str:
     lines.append(f"\n{wl['name']}: {wl['total_params'] / 1e6:.1f}M params, batch {wl['batch_size']} x "
                  f"seq {wl['seq_len']}, {report['adapters']['count']} {report['adapters']['source']} "
                  f"adapters (r={report['adapters']['rank']}) on {env['device_name']}")
-    lines.append(f"{'mode':8s} {'status':7s} {'median':>9s} {'min':>9s} {'max':>9s} {'IQR':>9s} "
+    lines.append(f"{'mode':11s} {'status':7s} {'median':>9s} {'min':>9s} {'max':>9s} {'IQR':>9s} "
                  f"{'trainable':>12s} {'saved act.':>10s}")
     for mode, e in report["modes"].items():
         st = e.get("step_time_s")
         if e["status"] == "ok" and st:
             saved = (e.get("saved_activations") or {}).get("total_bytes")
-            lines.append(f"{mode:8s} {'ok':7s} {fmt_s(st['median']):>9s} {fmt_s(st['min']):>9s} "
+            noisy = " noisy" if st.get("median") and st.get("iqr", 0) > 0.15 * st["median"] else ""
+            lines.append(f"{mode:11s} {'ok':7s} {fmt_s(st['median']):>9s} {fmt_s(st['min']):>9s} "
                          f"{fmt_s(st['max']):>9s} {fmt_s(st['iqr']):>9s} "
-                         f"{e.get('trainable_params', 0):>12,d} {fmt_bytes(saved):>10s}")
+                         f"{e.get('trainable_params', 0):>12,d} {fmt_bytes(saved):>10s}{noisy}")
         else:
-            lines.append(f"{mode:8s} {e['status']:7s} {e.get('error') or ''}")
-    sp = report.get("speedup") or {}
+            lines.append(f"{mode:11s} {e['status']:7s} {e.get('error') or ''}")
+    sp, ci = report.get("speedup") or {}, report.get("speedup_ci") or {}
 
-    def x(v):
-        return f"{v:.2f}x" if v else "n/a"
+    def xi(key):
+        c = ci.get(key)
+        return _x(sp.get(key)) + (f" [95%: {c[0]:.2f}–{c[1]:.2f}]" if c else "")
 
-    lines.append(f"speedup over full fine-tuning: LoRA {x(sp.get('lora_vs_full'))}, "
-                 f"ideal (frozen floor) {x(sp.get('ideal_vs_full'))}")
+    lines.append(f"speedup over full fine-tuning: LoRA {xi('lora_vs_full')}, "
+                 f"ideal (frozen floor) {xi('ideal_vs_full')}")
     if report.get("attribution"):
         lines.append(attribution_text(report["attribution"]))
     if report.get("figures"):
@@ -38,16 +50,53 @@ def summary_text(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _share(sec: Optional[float], total: Optional[float]) -> str:
+    return f"{100 * sec / total:6.1f}%" if sec is not None and total else "      "
+
+
 def attribution_text(att: dict) -> str:
-    """LoRA's overhead over the frozen floor and its components, one per line."""
-    lines = [f"LoRA overhead over the frozen floor: {fmt_s(att['overhead_s'])} per step"]
-    total = att["overhead_s"] or float("nan")
-    for name, sec in sorted(att["components"].items(), key=lambda kv: -kv[1]):
-        lines.append(f"  {name:28s} {fmt_s(sec):>9s} {100 * sec / total:6.1f}%")
-    lines.append(f"  {'residual (unexplained)':28s} {fmt_s(att['residual_s']):>9s} "
-                 f"{100 * att['residual_s'] / total:6.1f}%")
-    lines.append(f"  adapter {att.get('unit', 'op')}s per step: {att.get('adapter_launches'):.0f}, "
+    """LoRA's overhead over the frozen floor, cause by cause with the spread over profiled
+    rounds; the groups; LoRA against full fine-tuning; the ablations; what is unreliable."""
+    total = att.get("overhead_s")
+    unreliable = {f["numbers"] for f in att.get("reliability") or []}
+    lines = [f"LoRA overhead over the frozen floor: {fmt_s(total)} per step"
+             + _interval(att.get("overhead_ci_s"))
+             + (" (unreliable, see below)" if "overhead" in unreliable else "")]
+    causes = att.get("causes") or {}
+    labels = att.get("labels") or {}
+    n = att.get("rounds")
+    lines.append(f"  {'cause':28s} {'median':>9s}  {'min – max over ' + str(n) + ' rounds':>24s} {'share':>7s}")
+    for name, c in sorted(causes.items(), key=lambda kv: -abs(kv[1]["seconds"] or 0)):
+        if not c.get("seconds") and not c.get("clipped") and not c.get("min") and not c.get("max"):
+            continue
+        rng = f"{fmt_s(c['min'])} – {fmt_s(c['max'])}" if c.get("min") is not None else ""
+        flag = " (clipped at 0)" if c.get("clipped") else ""
+        lines.append(f"  {labels.get(name, name):28s} {fmt_s(c['seconds']):>9s}  {rng:>24s} "
+                     f"{_share(c['seconds'], total)}{flag}")
+    lines.append(f"  {'residual (unexplained)':28s} {fmt_s(att.get('residual_s')):>9s}  {'':>24s} "
+                 f"{_share(att.get('residual_s'), total)}")
+    groups = att.get("groups") or {}
+    if groups:
+        lines.append("  groups: " + ", ".join(f"{g} {fmt_s(v['seconds'])}" for g, v in
+                                              sorted(groups.items(), key=lambda kv: -abs(kv[1]['seconds'] or 0))))
+    lines.append(f"  adapter {att.get('unit', 'op')}s per step: {att.get('adapter_launches') or 0:.0f}, "
                  f"extra saved activations: {fmt_bytes(att.get('extra_saved_activation_bytes'))}")
-    for warning in att.get("warnings") or []:
-        lines.append(f"  warning: {warning}")
+    vf = att.get("vs_full")
+    if vf and vf.get("table"):
+        lines.append(f"against full fine-tuning (T_full − T_frozen = {fmt_s(vf.get('overhead_s'))}): "
+                     f"LoRA saves {fmt_s(vf.get('net_saving_s'))}{_interval(vf.get('net_saving_ci_s'))}")
+        lines.append(f"  {'cause':28s} {'LoRA−frozen':>11s} {'full−frozen':>11s} {'LoRA saves':>11s}")
+        for row in vf["table"]:
+            if any(abs(row[k] or 0) >= 1e-5 for k in ("lora_s", "full_s")):
+                lines.append(f"  {row['label']:28s} {fmt_s(row['lora_s']):>11s} {fmt_s(row['full_s']):>11s} "
+                             f"{fmt_s(row['saved_s']):>11s}")
+    for row in att.get("validation") or []:
+        if row.get("predicted_s") is None or row.get("measured_s") is None:
+            lines.append(f"  ablation {row['variant']}: not checked ({row.get('why') or 'no data'})")
+            continue
+        verdict = "agrees" if row["agrees"] else "DISAGREES"
+        lines.append(f"  ablation {row['variant']:11s} predicted {fmt_s(row['predicted_s']):>9s}, measured "
+                     f"{fmt_s(row['measured_s']):>9s}{_interval(row.get('ci_s'))}: {verdict}")
+    for f in att.get("reliability") or []:
+        lines.append(f"  unreliable: {f['numbers']} — {f['reason']}")
     return "\n".join(lines)

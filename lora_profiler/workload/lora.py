@@ -72,6 +72,8 @@ class LoRALinear(nn.Module):
         nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_B.weight)
         self.disabled = False
+        # Set by the fold-scale variant: the output is not multiplied by the scale (time only).
+        self.fold_scale = False
         # Set by the capture hooks to "lp/adapter/<path>" so scale/add get their own scope.
         self.lp_scope: Optional[str] = None
 
@@ -82,8 +84,8 @@ class LoRALinear(nn.Module):
         delta = self.lora_B(self.lora_A(self.lora_dropout(x)))
         if self.lp_scope is not None and torch.autograd._profiler_enabled():
             with torch.profiler.record_function(self.lp_scope + "#scale_add"):
-                return result + delta * self.scaling
-        return result + delta * self.scaling
+                return result + (delta if self.fold_scale else delta * self.scaling)
+        return result + (delta if self.fold_scale else delta * self.scaling)
 
     def extra_repr(self) -> str:
         return f"rank={self.rank}, alpha={self.alpha:g}, scaling={self.scaling:g}"

@@ -6,6 +6,9 @@
               grad, so backward still runs through the whole network computing activation
               gradients only: the floor LoRA cannot beat when it adapts the first layer.
 - ``forward`` forward only, under ``torch.no_grad``, adapters disabled.
+
+Variant modes (``workload/variants.py``: ``no-dropout``, ``fold-scale``, ``upper-half``,
+``rank-xN``) are the ``lora`` mode with one change, applied on entry and undone on exit.
 """
 
 from __future__ import annotations
@@ -16,9 +19,31 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from ..names import BASE_MODES
 from .spec import Workload
+from .variants import Variant, make_variant
 
-MODES: tuple[str, ...] = ("full", "lora", "frozen", "forward")
+MODES: tuple[str, ...] = BASE_MODES
+
+
+def mode_kind(mode: str) -> str:
+    """The base mode a mode is built on ("lora" for variants); ValueError when unknown."""
+    if mode in MODES:
+        return mode
+    if make_variant(mode) is not None:
+        return "lora"
+    raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)} or a variant "
+                     "(no-dropout, fold-scale, upper-half, rank-xN)")
+
+
+def variant_of(workload: Workload, mode: str) -> Optional[Variant]:
+    """The workload's variant object for ``mode`` (made once, so what it builds is reused)."""
+    if mode in MODES:
+        return None
+    cache = workload.mode_state.setdefault("_variants", {})
+    if mode not in cache:
+        cache[mode] = make_variant(mode)
+    return cache[mode]
 
 
 @dataclass
@@ -71,28 +96,34 @@ def switch_mode(workload: Workload, mode: str, input_grad: InputGrad) -> ModeCon
     Raises:
         ValueError: unknown mode.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+    kind = mode_kind(mode)
+    undo = workload.mode_state.pop("_undo", None)
+    if undo is not None:  # leave the previous variant
+        undo()
     model, adapters = workload.model, workload.adapters
     adapter_params = adapters.parameters()
-    adapters.set_enabled(mode == "lora")  # PEFT toggles requires_grad here; we set it below
+    adapters.set_enabled(kind == "lora")  # PEFT toggles requires_grad here; we set it below
     for p in model.parameters():
         p.requires_grad_(False)
         p.grad = None
     input_grad.active = False
     batch = workload.batch
-    if mode == "full":
+    variant = variant_of(workload, mode)
+    if variant is not None:
+        workload.mode_state["_undo"] = variant.apply(workload)
+        trainable = variant.trainable(workload)
+    elif kind == "full":
         trainable = _base_parameters(model, adapter_params)
-    elif mode == "lora":
+    elif kind == "lora":
         trainable = adapter_params
     else:
         trainable = []
     for p in trainable:
         p.requires_grad_(True)
-    if mode == "frozen":
+    if kind == "frozen" or (variant is not None and variant.input_grad):
         if input_grad.module is not None:
             input_grad.active = True
         else:
             batch = _with_grad_inputs(batch)
     model.train(True)  # the same ops in every mode; "forward" differs only by no_grad
-    return ModeConfig(name=mode, trainable=trainable, backward=mode != "forward", batch=batch)
+    return ModeConfig(name=mode, trainable=trainable, backward=kind != "forward", batch=batch)

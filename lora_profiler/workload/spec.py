@@ -43,6 +43,8 @@ class Workload:
     seq_len: int
     device: torch.device
     notes: list[str] = field(default_factory=list)
+    # What the current mode changed (set by modes.switch_mode and variants; empty in base modes).
+    mode_state: dict = field(default_factory=dict)
 
     @property
     def dtype(self) -> str:

@@ -92,4 +92,30 @@ def test_profiled_runs_interleave_modes(tiny, tmp_path):
     # one session per mode and round, the order rotated each round: lora, frozen | frozen, lora
     stamp = {f: int(f.split("/")[-1].split(".")[1]) for fs in files.values() for f in fs}  # <worker>.<ns>.pt.trace.json.gz
     order = [f.split("/")[-1].split(".")[0] for f in sorted(stamp, key=stamp.get)]
-    assert order == ["lora_r0", "frozen_r0", "frozen_r1", "lora_r1"]
+    assert order == ["lora", "frozen", "frozen", "lora"]  # one worker per mode, a span per round
+    # every round's recorded step has its own ProfilerStep number: the analysis sees 2 steps
+    from lora_profiler.events import load_trace
+
+    trace = load_trace([str(tmp_path / f) for f in files["lora"]])
+    assert len(trace.steps) == 2 and len(set(trace.steps.number.tolist())) == 2
+
+
+def test_timed_steps_run_without_hooks_or_profiler(tiny, tmp_path, monkeypatch):
+    from lora_profiler.capture import run as run_mod
+
+    seen = []
+    step = run_mod.StepRunner.step
+
+    def spy(self):
+        layer = tiny.adapters.layers[0].layer
+        seen.append((torch.autograd._profiler_enabled(), len(layer._forward_pre_hooks)))
+        return step(self)
+
+    monkeypatch.setattr(run_mod.StepRunner, "step", spy)
+    capture(tiny, CaptureOptions(modes=("lora", "frozen"), warmup_steps=1, steps=2,
+                                 profile=ProfileSchedule(0, 1, 1), calibrate=False), tmp_path, progress=False)
+    timed = seen[:2 * 3]  # warm-up and timed rounds of both modes come first
+    assert timed and all(s == (False, 0) for s in timed)
+    profiled = [s for s in seen if s[0]]
+    assert profiled and all(n > 0 for _, n in profiled)  # the scopes' hooks while profiled
+    assert not tiny.adapters.layers[0].layer._forward_pre_hooks  # and removed after

@@ -54,16 +54,43 @@ def test_step_time_failed_mode_is_named_not_drawn(report):
 
 def test_overhead(report):
     fig = F.overhead_figure(report)
-    _check(fig, "overhead per step (ms)", "")
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[0].startswith("measured overhead") and labels[-1] == "residual (unexplained)"
+    assert labels[1] == "dropout"  # the largest cause first
     text = _texts(fig)
-    assert "residual (unexplained): 1 ms (14%)" in text
-    assert "adapter matmuls, backward: 2.5 ms (36%)" in text
-    assert "gpu idle" not in text.lower()  # zero components are left out
+    assert "2.5 (36%)" in text and "1 (14%)" in text  # dropout's and the residual's share
+    # a negative cause is drawn left of zero, not hidden behind the others
+    bars = {lab: p for lab, p in zip(labels, ax.patches)}
+    assert bars["input gradients skipped"].get_width() < 0
+    assert bars["dropout"].get_width() == pytest.approx(2.5)
+    assert "min–max over 3 profiled rounds" in ax.get_xlabel()
 
 
 def test_overhead_negative_residual(report):
     report["attribution"]["residual_s"] = -0.002
-    assert "residual (unexplained): -2 ms" in _texts(F.overhead_figure(report))
+    ax = F.overhead_figure(report).axes[0]
+    assert ax.patches[-1].get_width() == pytest.approx(-2.0)
+    assert ax.get_xlim()[0] < -2.0  # the axis shows it
+
+
+def test_validation_figure(report):
+    fig = F.validation_figure(report)
+    ax = fig.axes[0]
+    text = _texts(fig)
+    assert "no-dropout" in text and "rank-x4 (disagrees)" in text and "fold-scale" not in text
+    assert ax.get_xlabel() == "predicted saving from the attribution (ms)"
+    report["attribution"]["validation"] = None
+    with pytest.raises(F.FigureDataError, match="validation"):
+        F.validation_figure(report)
+
+
+def test_vs_full_figure(report):
+    ax = F.vs_full_figure(report).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["dropout", "weight-gradient matmuls", "optimizer",
+                                                            "residual (unexplained)"]
+    widths = sorted(round(p.get_width(), 6) for p in ax.patches)
+    assert 8.0 in widths and 2.5 in widths  # full's weight gradients, LoRA's dropout (ms)
 
 
 def test_small_matmuls(report):
@@ -111,7 +138,7 @@ def test_every_mode_failed(report):
 
 def test_draw_run_figures_inline(report, tmp_path):
     paths = F.draw_run_figures(report, tmp_path)
-    names = ["step_time", "overhead", "small_matmuls", "memory", "timeline"]
+    names = ["step_time", "overhead", "small_matmuls", "memory", "timeline", "validation", "vs_full"]
     assert paths == [f"figures/{n}.{ext}" for n in names for ext in ("png", "pdf")]
     assert not (tmp_path / "figures" / "skipped.json").exists()
 
@@ -121,7 +148,7 @@ def test_draw_run_figures_skips_with_reasons(report, tmp_path):
     paths = F.draw_run_figures(report, tmp_path)
     assert paths == [f"figures/{n}.{ext}" for n in ("step_time", "memory") for ext in ("png", "pdf")]
     skipped = json.loads((tmp_path / "figures" / "skipped.json").read_text())
-    assert set(skipped) == {"overhead", "small_matmuls", "timeline"}
+    assert set(skipped) == {"overhead", "small_matmuls", "timeline", "validation", "vs_full"}
     assert all("attribution" in why for why in skipped.values())
 
 
@@ -130,7 +157,7 @@ def test_draw_run_figures_removes_stale_skips(report, tmp_path):
     report["attribution"] = None
     F.draw_run_figures(report, tmp_path)
     report["attribution"] = attribution  # e.g. the report rebuilt once attribution ran
-    assert len(F.draw_run_figures(report, tmp_path)) == 10
+    assert len(F.draw_run_figures(report, tmp_path)) == 14
     assert not (tmp_path / "figures" / "skipped.json").exists()
 
 
@@ -147,7 +174,7 @@ def test_draw_run_figures_real_run(tiny_run):
     assert width > 800 and height > 500  # 300 dpi at one column (3.4 in)
     skipped_file = tiny_run / "figures" / "skipped.json"
     if report.get("attribution") is None:
-        assert set(json.loads(skipped_file.read_text())) == {"overhead", "small_matmuls", "timeline"}
+        assert set(json.loads(skipped_file.read_text())) >= {"overhead", "small_matmuls", "timeline"}
     assert device_text(report["environment"]).startswith(report["environment"]["device_name"])
 
 
@@ -159,9 +186,9 @@ def test_figure_shows_itself_in_a_notebook(report):
 def test_sparse_attribution_still_draws(report):
     att = report["attribution"]
     att["overhead_s"], att["residual_s"] = 0.0, 0.0
-    att["components"] = {"dispatch_overhead": 0.0}
+    att["causes"] = {"dispatch": {"seconds": 0.0, "min": 0.0, "max": 0.0, "n": 3, "phases": {}}}
     att["small_matmuls"].update(base_us=[], launch_cost_us=None, adapter_intensity=None)
     att["timeline"]["events"] = [e for e in att["timeline"]["events"] if e["phase"] == "forward"]
-    assert "residual (unexplained): 0 µs" in _texts(F.overhead_figure(report))
+    assert [t.get_text() for t in F.overhead_figure(report).axes[0].get_yticklabels()][-1] == "residual (unexplained)"
     assert "base layers" not in _texts(F.small_matmul_figure(report))
     assert len(F.timeline_figure(report).axes) == 1
