@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..fileio import write_json
-from ..workload.modes import MODES, InputGrad, mode_kind, switch_mode, variant_of
+from ..workload.modes import MODES, InputGrad, leave_variant, mode_kind, switch_mode, variant_of
 from ..workload.spec import Workload
 from .calibrate import calibrate
 from .gpu import GpuSampler
@@ -249,7 +249,9 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
                             results[mode].setdefault("_gpu", []).append(got)
                 bar.update(f"{'timing' if is_timed else 'warm-up'} {mode}")
 
-        # 3. memory and saved activations, one mode at a time, under the capture hooks.
+        # 3. memory and saved activations, one mode at a time, under the capture hooks (put on
+        # the model as it is in the base modes: no variant's swapped modules)
+        leave_variant(workload)
         hooks = ModuleHooks(workload.model, workload.adapters)
         for mode in modes:
             _account(workload, mode, input_grad, runners.get(mode), results[mode], hooks, fail)
@@ -285,6 +287,7 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
                 results[v]["variant"] = variant_of(workload, v).describe(workload)
         switch_mode(workload, modes[0], input_grad)
     finally:
+        leave_variant(workload)
         bar.close()
         if hooks is not None:
             hooks.remove()

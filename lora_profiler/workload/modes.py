@@ -90,6 +90,13 @@ class InputGrad:
         return None
 
 
+def leave_variant(workload: Workload) -> None:
+    """Undo what the current variant changed (nothing when the current mode is a base mode)."""
+    undo = workload.mode_state.pop("_undo", None)
+    if undo is not None:
+        undo()
+
+
 def switch_mode(workload: Workload, mode: str, input_grad: InputGrad) -> ModeConfig:
     """Put the workload's model into ``mode`` (in place) and return what its step needs.
 
@@ -97,9 +104,7 @@ def switch_mode(workload: Workload, mode: str, input_grad: InputGrad) -> ModeCon
         ValueError: unknown mode.
     """
     kind = mode_kind(mode)
-    undo = workload.mode_state.pop("_undo", None)
-    if undo is not None:  # leave the previous variant
-        undo()
+    leave_variant(workload)
     model, adapters = workload.model, workload.adapters
     adapter_params = adapters.parameters()
     adapters.set_enabled(kind == "lora")  # PEFT toggles requires_grad here; we set it below

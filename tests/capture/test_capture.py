@@ -119,3 +119,28 @@ def test_timed_steps_run_without_hooks_or_profiler(tiny, tmp_path, monkeypatch):
     profiled = [s for s in seen if s[0]]
     assert profiled and all(n > 0 for _, n in profiled)  # the scopes' hooks while profiled
     assert not tiny.adapters.layers[0].layer._forward_pre_hooks  # and removed after
+
+
+def test_variants_are_timed_and_undone(tiny, tmp_path):
+    originals = [(p.dropout, p.lora_A, p.lora_B) for p in tiny.adapters.layers]
+    variants = ("no-dropout", "fold-scale", "upper-half", "rank-x4")
+    facts = capture(tiny, CaptureOptions(modes=("lora", "frozen"), warmup_steps=1, steps=3,
+                                         profile=ProfileSchedule(0, 1, 1), variants=variants, calibrate=False),
+                    tmp_path, progress=False)
+    for v in variants:
+        entry = facts["modes"][v]
+        assert entry["status"] == "ok" and entry["variant_of"] == "lora" and entry["step_time_s"]["n"] == 3
+        assert "trace_files" not in entry  # timed, not profiled
+    assert facts["modes"]["rank-x4"]["trainable_params"] == 4 * facts["modes"]["lora"]["trainable_params"]
+    assert facts["modes"]["upper-half"]["variant"]["removed_layers"] == [
+        p for p in tiny.adapters.paths if ".layers.0." in p]
+    # the model is back as it was, and the profiled lora step saw every part's scope
+    for part, (d, a, b) in zip(tiny.adapters.layers, originals):
+        layer = part.layer
+        assert (layer.lora_dropout, layer.lora_A, layer.lora_B) == (d, a, b) and not layer.fold_scale
+    from lora_profiler.events import load_trace
+
+    trace = load_trace([str(tmp_path / f) for f in facts["modes"]["lora"]["trace_files"]])
+    scopes = {trace.names[i] for i in trace.scopes.name}
+    for path in tiny.adapters.paths:
+        assert {f"lp/adapter/{path}#{p}" for p in ("base", "dropout", "lora_A", "lora_B")} <= scopes
