@@ -11,6 +11,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..units import fmt_s
 from . import stats
 from .lora_roles import PHASES
 from .profiler_cost import EventCosts
@@ -56,22 +57,29 @@ def unexplained(trace, roles, costs: EventCosts, entry: dict) -> dict:
 
 
 def findings(facts: dict, attribution: Optional[dict], profiler: dict, modes: list) -> list:
-    """One-line findings: ``[{"numbers": what is affected, "reason": why}]``."""
+    """One-line findings, one per reason: ``[{"numbers": what is affected, "reason": why}]``."""
     out = []
-    for mode in modes:
-        rel = stats.relative_iqr(facts, mode)
-        if rel is not None and rel > NOISY_IQR:
-            out.append({"numbers": f"{mode} step time", "reason":
-                        f"its timed steps spread widely (IQR {100 * rel:.0f}% of the median, over "
-                        f"{100 * NOISY_IQR:.0f}%): the machine was busy or the step is unstable"})
+    noisy = [(m, r) for m in modes for r in [stats.relative_iqr(facts, m)] if r is not None and r > NOISY_IQR]
+    if noisy:
+        names = ", ".join(m for m, _ in noisy)
+        lo, hi = min(r for _, r in noisy), max(r for _, r in noisy)
+        spread = f"{100 * lo:.0f}%" if lo == hi else f"{100 * lo:.0f}–{100 * hi:.0f}%"
+        out.append({"numbers": f"step times of {names}", "modes": [m for m, _ in noisy], "reason":
+                    f"their timed steps spread widely (IQR {spread} of the median, over {100 * NOISY_IQR:.0f}%): "
+                    "the machine was busy or the step is unstable; the speedups' intervals say how much"})
+    disturbed = []
     for mode, phases in (profiler.get("unexplained") or {}).items():
         for phase, d in phases.items():
             f, u = d.get("fraction"), d.get("unexplained_s")
             if f is not None and abs(f) > DISTURBED and abs(u) > DISTURBED_MIN_S:
-                word = "longer" if u > 0 else "shorter"
-                out.append({"numbers": f"{mode} {phase} causes", "reason":
-                            f"the profiled {phase} ran {100 * abs(f):.0f}% {word} than its timed steps "
-                            "plus the profiler's calibrated cost: the profiled run was disturbed"})
+                disturbed.append((mode, phase, f))
+    if disturbed:
+        what = ", ".join(f"{m} {p}" for m, p, _ in disturbed)
+        lo, hi = min(f for *_, f in disturbed), max(f for *_, f in disturbed)
+        rng = f"{100 * lo:+.0f}%" if lo == hi else f"{100 * lo:+.0f}% to {100 * hi:+.0f}%"
+        out.append({"numbers": f"causes measured in the profiled {what}", "modes": sorted({m for m, *_ in disturbed}),
+                    "reason": f"those profiled phases took {rng} against their timed steps plus the profiler's "
+                              "measured cost: the machine was disturbed while profiling"})
     check = (profiler.get("calibration") or {}).get("check") or {}
     if check.get("error") is not None and abs(check["error"]) > 0.5:
         out.append({"numbers": "profiler-cost correction", "reason":
@@ -80,12 +88,12 @@ def findings(facts: dict, attribution: Optional[dict], profiler: dict, modes: li
     if attribution:
         o, r = attribution.get("overhead_s"), attribution.get("residual_s")
         if o and r is not None and abs(r) > RESIDUAL * abs(o):
-            out.append({"numbers": "attribution", "reason":
+            out.append({"numbers": "the attribution's shares", "reason":
                         f"the causes leave {100 * r / o:.0f}% of the measured overhead unexplained "
                         f"(over {100 * RESIDUAL:.0f}%)"})
         ci = attribution.get("overhead_ci_s")
         if o and ci and (ci[1] - ci[0]) > WIDE_INTERVAL * abs(o):
             out.append({"numbers": "overhead", "reason":
-                        f"its 95% interval ({1e3 * ci[0]:.3g}–{1e3 * ci[1]:.3g} ms) is wider than "
+                        f"its 95% interval ({fmt_s(ci[0])} – {fmt_s(ci[1])}) is wider than "
                         f"{100 * WIDE_INTERVAL:.0f}% of it: more --steps would narrow it"})
     return out

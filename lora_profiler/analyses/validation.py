@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from ..units import fmt_s
 from . import stats
 
 TOLERANCE = 0.25  # relative difference under which a prediction agrees with the measurement
@@ -105,9 +106,15 @@ def validate(facts: dict, att: Optional[dict], base: str = "lora") -> list:
             inside = bool(ci) and ci[0] <= pred <= ci[1]
             row["agrees"] = bool(close or inside)
             row["error"] = (pred - m) / m if m else None
-            if not row["agrees"]:
-                row["why"] = (f"predicted {1e3 * pred:.3g} ms, measured {1e3 * m:.3g} ms"
-                              + (f" (95% interval {1e3 * ci[0]:.3g}–{1e3 * ci[1]:.3g} ms)" if ci else "")
+            wide = bool(ci) and (ci[1] - ci[0]) > 2 * max(abs(pred), abs(m))
+            row["verdict"] = ("agrees" if close else "inconclusive" if wide
+                              else "agrees within the interval" if inside else "disagrees")
+            if row["verdict"] == "inconclusive":
+                row["why"] = (f"the measured saving's 95% interval ({fmt_s(ci[0])} – {fmt_s(ci[1])}) is too "
+                              "wide to test the prediction: the machine was noisy; more --steps narrow it")
+            elif not row["agrees"]:
+                row["why"] = (f"predicted {fmt_s(pred)}, measured {fmt_s(m)}"
+                              + (f" (95% interval {fmt_s(ci[0])} – {fmt_s(ci[1])})" if ci else "")
                               + ": the attribution misses or misplaces part of this cause")
         out.append(row)
     return out
@@ -119,5 +126,7 @@ def summary_line(rows: list) -> Optional[str]:
     if not judged:
         return None
     ok = sum(bool(r["agrees"]) for r in judged)
+    unsure = sum(r.get("verdict") == "inconclusive" for r in judged)
     return (f"{ok} of {len(judged)} ablations agree with the attribution (predicted saving within "
-            f"{100 * TOLERANCE:.0f}% of the measured one, or inside its 95% interval)")
+            f"{100 * TOLERANCE:.0f}% of the measured one, or inside its 95% interval)"
+            + (f"; {unsure} inconclusive (interval too wide)" if unsure else ""))

@@ -85,8 +85,8 @@ def _attribution_md(att: dict) -> list:
                 "| variant | predicted | measured | 95% interval | verdict |", "|---|---|---|---|---|"]
         for row in att["validation"]:
             ci = row.get("ci_s")
-            verdict = ("agrees" if row.get("agrees") else "disagrees") if row.get("agrees") is not None \
-                else (row.get("why") or "not checked")
+            verdict = (row.get("verdict") or ("agrees" if row.get("agrees") else "disagrees")) \
+                if row.get("agrees") is not None else (row.get("why") or "not checked")
             out.append(f"| {row['variant']} | {fmt_s(row.get('predicted_s'))} | {fmt_s(row.get('measured_s'))} | "
                        f"{(fmt_s(ci[0]) + ' – ' + fmt_s(ci[1])) if ci else ''} | {verdict} |")
     rel = att.get("reliability") or []

@@ -94,7 +94,9 @@ def attribution_text(att: dict) -> str:
         if row.get("predicted_s") is None or row.get("measured_s") is None:
             lines.append(f"  ablation {row['variant']}: not checked ({row.get('why') or 'no data'})")
             continue
-        verdict = "agrees" if row["agrees"] else "DISAGREES"
+        verdict = row.get("verdict") or ("agrees" if row["agrees"] else "disagrees")
+        if verdict == "disagrees":
+            verdict = "DISAGREES"
         lines.append(f"  ablation {row['variant']:11s} predicted {fmt_s(row['predicted_s']):>9s}, measured "
                      f"{fmt_s(row['measured_s']):>9s}{_interval(row.get('ci_s'))}: {verdict}")
     for f in att.get("reliability") or []:
