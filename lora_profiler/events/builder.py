@@ -106,10 +106,12 @@ def build(batches: Iterable[List[Any]], names: Dict[str, int], ids: Dict[Any, in
                         pid = _ident(pid, ids)
                     if tid.__class__ is not int:
                         tid = _ident(tid, ids)
+                    if ts.__class__ is B or dur.__class__ is B:
+                        raise TypeError("bool")
                     ext = a.get(EXT)
                     if ext is None:
                         ext = a.get(EXT_LEGACY, -1)
-                    if ts.__class__ is B or dur.__class__ is B or ext.__class__ is B:
+                    if ext.__class__ is B and cls != gann_:
                         raise TypeError("bool")
                     nid = intern(name, len(names))
                     if cls == op_:

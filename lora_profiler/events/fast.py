@@ -2,9 +2,12 @@
 
 Installed with ``pip install 'lora_profiler[fast]'``; without them the standard library does
 the same work. Results are identical either way: a batch orjson cannot decode exactly as the
-stdlib would (NaN/Infinity literals, lone surrogates, numbers out of float range, very deep
-nesting) raises in orjson and is decoded again by the stdlib path, and isal inflates the same
-bytes zlib does. Set ``LORA_PROFILER_PURE=1`` to use the standard library only.
+stdlib would (NaN/Infinity literals, lone surrogates, numbers out of float range, nesting past
+its 1,024 levels) raises in orjson and is decoded again by the stdlib path, and isal inflates
+the same bytes zlib does. Set ``LORA_PROFILER_PURE=1`` to use the standard library only.
+
+orjson before 3.9.15 has no nesting limit in ``loads`` (CVE-2024-27454: a deeply nested file
+crashes the interpreter), so an older orjson is not used.
 
 ``loads`` and ``decompressobj`` are looked up at call time from this module, so a test can
 switch paths with ``monkeypatch.setattr(fast, "ORJSON", None)``.
@@ -23,6 +26,10 @@ if not os.environ.get("LORA_PROFILER_PURE"):
         import orjson as ORJSON  # noqa: N812
     except ImportError:
         pass
+    else:
+        _v = tuple(int(x) for x in ORJSON.__version__.split(".")[:3] if x.isdigit())
+        if _v < (3, 9, 15):
+            ORJSON = None
     try:
         from isal import isal_zlib as ISAL_ZLIB  # noqa: N812
     except ImportError:

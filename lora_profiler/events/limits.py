@@ -15,8 +15,10 @@ in memory must have a size that does not depend on how the file was crafted:
   ``MAX_VALUE_CHARS`` characters of text; larger is refused with a TraceError instead of
   being buffered. The event list itself is streamed and has no length limit (memory grows by
   a few dozen bytes per kept event).
-- nesting deeper than the decoder's recursion limit is refused with a TraceError (no
-  RecursionError traceback).
+- JSON nesting: the stdlib decoder is given recursion headroom for ``JSON_DEPTH`` levels
+  (more than orjson's fixed 1,024, so both paths read the same files); deeper is refused with
+  a TraceError, never a RecursionError traceback or a crash. Intervals (ops, scopes) nested
+  more than 32,767 deep on one thread are refused too (the int16 depth column).
 """
 
 from __future__ import annotations
@@ -25,3 +27,4 @@ MAX_ABS_TS_US = float(2 ** 62) / 1e3        # |ts| bound, us (2**62 ns)
 MAX_DUR_US = 7 * 86400 * 1e6                 # dur bound, us (7 days)
 MAX_ID = float(2 ** 53)                      # |id| bound: exact in float64
 MAX_VALUE_CHARS = 64 << 20                   # one JSON value's text, characters
+JSON_DEPTH = 1200                            # nesting levels the stdlib decoder may reach
