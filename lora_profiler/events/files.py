@@ -82,7 +82,7 @@ def iter_text(path: Path) -> Iterator[str]:
         fh = open(path, "rb")
     except OSError as exc:
         raise TraceError(f"{path}: cannot open ({exc.strerror}); check permissions") from exc
-    head = fh.read(2)
+    head = _read(fh, 2)
     if not head:
         fh.close()
         raise TraceError(f"{path}: empty file; re-export the trace (torch.profiler "
@@ -114,10 +114,19 @@ def _closing(fh, chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield from chunks
 
 
+def _read(fh, n: int) -> bytes:
+    """``fh.read(n)``; an I/O error (a vanished network file, a bad disk) is a TraceError."""
+    try:
+        return fh.read(n)
+    except OSError as exc:
+        raise TraceError(f"{fh.name}: read failed ({exc.strerror or exc}); check the file "
+                         "system and re-copy the trace") from exc
+
+
 def _plain_chunks(fh) -> Iterator[bytes]:
     """Raw chunks of an uncompressed file."""
     while True:
-        block = fh.read(CHUNK_BYTES)
+        block = _read(fh, CHUNK_BYTES)
         if not block:
             return
         yield block
@@ -129,7 +138,7 @@ def _gunzip_chunks(fh, path: Path) -> Iterator[bytes]:
     errors = fast.zlib_errors()
     d = fast.decompressobj()
     while True:
-        block = fh.read(CHUNK_BYTES // 8)
+        block = _read(fh, CHUNK_BYTES // 8)
         if not block:
             break
         while block:
