@@ -65,7 +65,7 @@ def build(batches: Iterable[List[Any]], names: Dict[str, int], ids: Dict[Any, in
     add_op, add_ann, add_rt = ops.fromlist, ann.fromlist, rt.fromlist
     add_gpu, add_gann, add_mem = gpu.fromlist, gann.fromlist, mem.fromlist
     skipped, ignored = out.skipped, out.ignored
-    intern = names.setdefault
+    name_id = names.get
     cats = {cat: (cls if cls != GPU else GPU + gcat) for cat, (cls, gcat) in X_CATEGORIES.items()}
     op_, rt_, ann_, gann_ = OP, RUNTIME, ANNOTATION, GPU_ANNOTATION
     EXT, EXT_LEGACY = "External id", "external id"
@@ -113,15 +113,23 @@ def build(batches: Iterable[List[Any]], names: Dict[str, int], ids: Dict[Any, in
                         ext = a.get(EXT_LEGACY, -1)
                     if ext.__class__ is B and cls != gann_:
                         raise TypeError("bool")
-                    nid = intern(name, len(names))
+                    nid = name_id(name)
+                    if nid is None:
+                        nid = names[name] = len(names)
                     if cls == op_:
                         dims = a.get("Input Dims")
                         seq = a.get("Sequence number", -1)
                         fwd = a.get("Fwd thread id", -1)
                         if seq.__class__ is B or fwd.__class__ is B:
                             raise TypeError("bool")
-                        add_op([nid, ts, dur, pid, tid, ext, seq, fwd,
-                                -1 if dims is None else intern(repr(dims), len(names))])
+                        if dims is not None:
+                            dims = repr(dims)
+                            did = name_id(dims)
+                            if did is None:
+                                did = names[dims] = len(names)
+                        else:
+                            did = -1
+                        add_op([nid, ts, dur, pid, tid, ext, seq, fwd, did])
                     elif cls == rt_:
                         corr = a.get("correlation", -1)
                         if corr.__class__ is B:
@@ -150,12 +158,16 @@ def build(batches: Iterable[List[Any]], names: Dict[str, int], ids: Dict[Any, in
                         pid = _ident(pid, ids)
                     if tid.__class__ is not int:
                         tid = _ident(tid, ids)
-                    row = [e["ts"], a["Bytes"], a.get("Total Allocated", -1),
-                           a.get("Total Reserved", -1), a.get("Device Type", -1),
-                           a.get("Device Id", -1), pid, tid]
-                    if B in set(map(type, row)):
+                    ts = e["ts"]
+                    nbytes = a["Bytes"]
+                    alloc = a.get("Total Allocated", -1)
+                    resv = a.get("Total Reserved", -1)
+                    dtype = a.get("Device Type", -1)
+                    dev = a.get("Device Id", -1)
+                    if (ts.__class__ is B or nbytes.__class__ is B or alloc.__class__ is B
+                            or resv.__class__ is B or dtype.__class__ is B or dev.__class__ is B):
                         raise TypeError("bool")
-                    add_mem(row)
+                    add_mem([ts, nbytes, alloc, resv, dtype, dev, pid, tid])
                 else:
                     other_ph[ph] = other_ph.get(ph, 0) + 1
             except (KeyError, TypeError, AttributeError, ValueError, OverflowError,
