@@ -97,9 +97,22 @@ class _Buffer:
             TraceError: the value at the cursor is longer than ``MAX_VALUE_CHARS``.
         """
         target = min(2 * (len(self.buf) - self.pos), MAX_VALUE_CHARS + 1)
-        grew = False
-        while len(self.buf) - self.pos < target and self.fill():
-            grew = True
+        parts = [self.buf[self.pos:]]                 # joined once: no copy per chunk
+        have = len(parts[0])
+        while have < target and not self.eof:
+            try:
+                chunk = next(self.chunks)
+            except StopIteration:
+                self.eof = True
+                break
+            parts.append(chunk)
+            have += len(chunk)
+        grew = len(parts) > 1
+        if grew:
+            self.base += self.pos
+            self.buf = "".join(parts)
+            self.pos = 0
+        del parts
         if len(self.buf) - self.pos > MAX_VALUE_CHARS:
             raise TraceError(f"{self.path}: {what} at character {self.base + self.pos:,} is "
                              f"longer than {MAX_VALUE_CHARS >> 20} MiB of text; refused (a "
@@ -119,7 +132,9 @@ class _Buffer:
             at = getattr(exc, "pos", None)
             if at is None and isinstance(exc, StopIteration) and exc.args:
                 at = exc.args[0]
-            truncated = self.eof and (at is None or at >= len(self.buf) - 1)
+            truncated = (self.eof and isinstance(exc, (StopIteration, json.JSONDecodeError))
+                         and (at is None or at >= len(self.buf) - 1
+                              or getattr(exc, "msg", "").startswith("Unterminated string")))
         if truncated:
             return TraceError(f"{self.path}: JSON ends early while reading {what} "
                               "(truncated file?); re-copy or re-export the trace")
