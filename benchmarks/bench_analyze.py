@@ -10,11 +10,17 @@ step too) for scale.
 
 Part 2 (``--scales``): the trace's events repeated k times (ts shifted by the trace span,
 correlation ids, External ids, flow ids and ProfilerStep numbers renumbered) into temporary
-gzip files; our load + kernel breakdown + launch statistics timed on each; time per event
-should stay flat if the engine scales linearly.
+gzip files; our load + kernel breakdown + launch statistics timed on each (``--scale-reps``
+times, median); time per event should stay flat if the engine scales linearly. ``--gib G``
+adds one more row: the smallest k whose uncompressed text is at least G GiB (peak RSS is the
+figure to watch there).
+
+Each child reads with the decoders the environment has (orjson/isal when installed: the
+``fast`` extra); ``--pure`` makes our children use the standard library only
+(``LORA_PROFILER_PURE=1``), for comparison.
 
 Run by hand (the machine's load matters; it is printed):
-    python benchmarks/bench_analyze.py [--trace DIR] [--reps 5] [--scales 1,4,16]
+    python benchmarks/bench_analyze.py [--trace DIR] [--reps 5] [--scales 1,4,16] [--gib 1]
 The last stdout line is one JSON object with the medians and ratios.
 """
 
@@ -62,10 +68,11 @@ def child_hta(path: str) -> dict:
     return {"kernel_names": int(len(per_name)), "launch_rows": int(len(launch[ranks[0]]))}
 
 
-def run_child(args: List[str]) -> Dict[str, float]:
+def run_child(args: List[str], env=None) -> Dict[str, float]:
     """Run one child process; wall seconds and its own peak RSS (MiB)."""
     t0 = time.perf_counter()
-    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO)
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO,
+                         env=env)
     out = p.stdout.read()
     _, status, ru = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t0
@@ -78,8 +85,9 @@ def run_child(args: List[str]) -> Dict[str, float]:
 
 # --- part 2: synthetic k-fold traces -----------------------------------------------------------
 
-def make_scaled(src: Path, k: int, out: Path) -> int:
-    """Write ``src`` repeated ``k`` times as one gzip trace; returns the event count."""
+def make_scaled(src: Path, k: int, out: Path) -> str:
+    """Write ``src`` repeated ``k`` times as one gzip trace; returns "events chars" (the event
+    count and the uncompressed length)."""
     files = sorted(src.glob("*.json*")) if src.is_dir() else [src]
     with gzip.open(files[0], "rt") as fh:
         doc = json.load(fh)
@@ -93,9 +101,12 @@ def make_scaled(src: Path, k: int, out: Path) -> int:
              if str(e.get("name", "")).startswith("ProfilerStep#")]
     step_shift = (max(steps) - min(steps) + 1) if steps else 0
     n = 0
+    chars = 0
     with gzip.open(out, "wt", compresslevel=1) as fh:
-        fh.write("{" + ", ".join(f"{json.dumps(key)}: {json.dumps(v)}" for key, v in doc.items())
-                 + (", " if doc else "") + '"traceEvents": [\n')
+        head = ("{" + ", ".join(f"{json.dumps(key)}: {json.dumps(v)}" for key, v in doc.items())
+                + (", " if doc else "") + '"traceEvents": [\n')
+        fh.write(head)
+        chars += len(head)
         first = True
         for rep in range(k):
             for e in events:
@@ -116,11 +127,13 @@ def make_scaled(src: Path, k: int, out: Path) -> int:
                 name = e2.get("name")
                 if isinstance(name, str) and name.startswith("ProfilerStep#"):
                     e2["name"] = f"ProfilerStep#{int(name.split('#')[1]) + rep * step_shift}"
-                fh.write(("" if first else ",\n") + json.dumps(e2))
+                line = ("" if first else ",\n") + json.dumps(e2)
+                fh.write(line)
+                chars += len(line)
                 first = False
                 n += 1
         fh.write("\n]}\n")
-    return n
+    return f"{n} {chars + 4}"
 
 
 # --- driver ------------------------------------------------------------------------------------
@@ -131,6 +144,12 @@ def main() -> None:
     ap.add_argument("--trace", default=str(DEFAULT_TRACE), help="trace folder (default: ddp)")
     ap.add_argument("--reps", type=int, default=5, help="repetitions per tool (default 5)")
     ap.add_argument("--scales", default="1,4,16", help="k-fold traces for part 2 ('' to skip)")
+    ap.add_argument("--scale-reps", type=int, default=3,
+                    help="runs per k-fold trace, median reported (default 3)")
+    ap.add_argument("--gib", type=float, default=0.0,
+                    help="add a k-fold trace of at least this many GiB of text (default off)")
+    ap.add_argument("--pure", action="store_true",
+                    help="our children use the stdlib decoders only (LORA_PROFILER_PURE=1)")
     ap.add_argument("--no-hta", action="store_true", help="skip HTA (e.g. not installed)")
     ap.add_argument("--child", nargs=2, metavar=("TOOL", "PATH"), help=argparse.SUPPRESS)
     ap.add_argument("--make", nargs=3, metavar=("K", "SRC", "OUT"), help=argparse.SUPPRESS)
@@ -146,17 +165,23 @@ def main() -> None:
     py = sys.executable
     me = str(Path(__file__).resolve())
     trace = str(Path(a.trace).resolve())
-    print(f"trace {trace}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    env = dict(os.environ, LORA_PROFILER_PURE="1") if a.pure else None
+    probe = subprocess.run([py, "-c", "from lora_profiler.events import fast; "
+                            "print(fast.describe())"], capture_output=True, text=True,
+                           cwd=REPO, env=env).stdout.strip()
+    print(f"trace {trace}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
+          f"our decoders: {probe}")
     cmds = {"ours": [py, me, "--child", "ours", trace],
             "ours-cli": [py, "-m", "lora_profiler.analyze", trace, "--json"]}
     if not a.no_hta:
         cmds["hta"] = [py, me, "--child", "hta", trace]
     res: Dict[str, List[Dict[str, float]]] = {t: [] for t in cmds}
-    summary = {"trace": trace, "reps": a.reps, "load_avg": os.getloadavg()[0]}
+    summary = {"trace": trace, "reps": a.reps, "load_avg": os.getloadavg()[0],
+               "decoders": probe}
     for rep in range(a.reps):
         order = list(cmds) if rep % 2 == 0 else list(cmds)[::-1]
         for tool in order:
-            r = run_child(cmds[tool])
+            r = run_child(cmds[tool], env=None if tool == "hta" else env)
             res[tool].append(r)
             print(f"  rep {rep} {tool:8s} {r['wall_s']:6.2f} s  {r['rss_mib']:7.1f} MiB")
     med = {t: {"wall_s": statistics.median(x["wall_s"] for x in v),
@@ -172,21 +197,37 @@ def main() -> None:
         print(f"ours vs HTA: {summary['speedup_vs_hta']:.1f}x faster, peak RSS "
               f"{summary['rss_ratio_vs_hta']:.2f}x of HTA's")
     scales = [int(s) for s in a.scales.split(",") if s.strip()]
-    if scales:
-        print(f"\n{'scale':>5s} {'events':>10s} {'wall s':>8s} {'us/event':>9s} {'RSS MiB':>8s}")
+    if scales or a.gib:
+        print(f"\n{'scale':>5s} {'events':>10s} {'text MiB':>9s} {'wall s':>8s} {'us/event':>9s} "
+              f"{'RSS MiB':>8s}")
         summary["scaling"] = []
         with tempfile.TemporaryDirectory() as tmp:
-            for k in scales:
+            chars_1x = None
+            todo = list(scales) + (["gib"] if a.gib else [])
+            for k in todo:
+                if k == "gib":
+                    if chars_1x is None:
+                        f1 = Path(tmp) / "x1.json.gz"
+                        made = run_child([py, me, "--make", "1", trace, str(f1)])
+                        chars_1x = int(made["out"].split()[-1])
+                        f1.unlink()
+                    k = -(-int(a.gib * 2 ** 30) // chars_1x)           # ceil
                 f = Path(tmp) / f"x{k}.json.gz"
                 made = run_child([py, me, "--make", str(k), trace, str(f)])
-                n = int(made["out"].strip().splitlines()[-1])
-                r = run_child([py, me, "--child", "ours", str(f)])
+                n, chars = (int(x) for x in made["out"].split()[-2:])
+                if k == 1:
+                    chars_1x = chars
+                runs = [run_child([py, me, "--child", "ours", str(f)], env=env)
+                        for _ in range(a.scale_reps)]
                 f.unlink()
-                row = {"scale": k, "events": n, "wall_s": r["wall_s"], "rss_mib": r["rss_mib"],
-                       "us_per_event": 1e6 * r["wall_s"] / n}
+                wall = statistics.median(r["wall_s"] for r in runs)
+                rss = max(r["rss_mib"] for r in runs)
+                row = {"scale": k, "events": n, "text_mib": chars / 2 ** 20, "wall_s": wall,
+                       "walls_s": [r["wall_s"] for r in runs], "rss_mib": rss,
+                       "us_per_event": 1e6 * wall / n}
                 summary["scaling"].append(row)
-                print(f"{k:5d} {n:10,d} {r['wall_s']:8.2f} {row['us_per_event']:9.2f} "
-                      f"{r['rss_mib']:8.1f}")
+                print(f"{k:5d} {n:10,d} {chars / 2 ** 20:9.0f} {wall:8.2f} "
+                      f"{row['us_per_event']:9.2f} {rss:8.1f}")
     summary["load_avg_end"] = os.getloadavg()[0]
     print(json.dumps(summary))
 

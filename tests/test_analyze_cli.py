@@ -107,7 +107,32 @@ def _empty_dir(tmp):
     return d
 
 
+def _flipped_gz(tmp):
+    data = bytearray(gzip.compress(json.dumps({"traceEvents": [
+        {"ph": "X", "cat": "cpu_op", "name": f"op{i}", "ts": i, "dur": 1} for i in range(2000)]
+    }).encode()))
+    data[len(data) // 2] ^= 0xFF
+    p = tmp / "flipped.json.gz"
+    p.write_bytes(bytes(data))
+    return p
+
+
+def _bytes(tmp, name, content: bytes):
+    p = tmp / name
+    p.write_bytes(content)
+    return p
+
+
+_EV = '{"ph": "X", "cat": "cpu_op", "name": "a", "ts": %s, "dur": 1}'
+
 BAD = {
+    "changed gzip byte": (_flipped_gz, "gzip"),
+    "bad UTF-8": (lambda t: _bytes(t, "u.json", b'{"traceEvents": [{"name": "\xff"}]}'),
+                  "not UTF-8"),
+    "deep nesting": (lambda t: _text(t, "d.json", '{"traceEvents": [' + "[" * 100_000
+                                      + "]" * 100_000 + "]}"), "nested too deeply"),
+    "no usable event": (lambda t: _text(t, "n.json", '{"traceEvents": [%s, %s]}'
+                                        % (_EV % "NaN", _EV % "1e300")), "none of the 2 events"),
     "truncated gzip": (_truncated_gz, "truncated"),
     "not JSON": (lambda t: _text(t, "x.json", "this is not json"), "not valid JSON"),
     "no traceEvents": (lambda t: _text(t, "x.json", '{"schemaVersion": 1}'), "traceEvents"),

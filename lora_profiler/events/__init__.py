@@ -8,11 +8,14 @@ Entry point::
     one = trace.for_step(3)                         # every table restricted to ProfilerStep#3
 
 ``load_trace(paths, scope_prefix="lp/") -> Trace`` reads ``.json`` / ``.json.gz`` files (gzip is
-recognised by content) with the stdlib JSON decoder, streaming: only a few MiB of text and one
-batch of event dicts live at a time; every event becomes a row of numbers in one pass. Bad
-input raises ``TraceError`` (a ValueError) naming the file and the fix. Malformed events are
-dropped and counted in ``trace.skipped`` (reason -> count); well-formed events that no table
-holds (python_function, flows, metadata, ...) are counted in ``trace.ignored``.
+recognised by content), streaming: only a few MiB of text and one batch of event dicts live at
+a time; every event becomes a row of numbers in one pass. The stdlib decoders do the work, or
+orjson and isal when installed (``fast``; identical tables). Bad input raises ``TraceError`` (a
+ValueError) naming the file and the fix; nothing else escapes for any input, and no numpy
+warning. Malformed events — a missing or wrong-typed field, a value outside ``limits`` (times
+not finite or beyond 2**62 ns, durations negative or over 7 days, ids not whole numbers within
+2**53) — are dropped and counted in ``trace.skipped`` (reason -> count); well-formed events that
+no table holds (python_function, flows, metadata, ...) are counted in ``trace.ignored``.
 
 Conventions: times are float64 microseconds on the trace's clock, columns end in ``_us``;
 names are int32 ids into ``trace.names`` (``trace.name(i)``, ``trace.names_of(ids)``); links

@@ -5,6 +5,11 @@ flat ``array('d')`` buffer of its class (float64 holds the integer ids exactly: 
 below 2**53); names and other strings are interned into one shared ``names`` dict (str -> id).
 ``array.fromlist`` either appends the whole row or nothing, so a bad field cannot misalign the
 columns. Arg-spelling variants are normalised here (``External id`` / ``external id``).
+
+Untrusted input: a field of the wrong type (a string, list, object, null or boolean where a
+number belongs) drops the event in the loop; a number outside ``limits`` (NaN, inf, 1e300, a
+negative or week-long duration, a fractional id) drops its row afterwards, with numpy on whole
+columns. Both are counted by reason in ``RawFile.skipped``; nothing is repaired or clipped.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any, Dict, Iterable, List
 
 import numpy as np
 
+from .limits import MAX_ABS_TS_US, MAX_DUR_US, MAX_ID
 from .schema import (ANNOTATION, GPU, GPU_ANNOTATION, MEMORY_EVENT_NAME, OP, RUNTIME,
                      X_CATEGORIES)
 
@@ -40,7 +46,7 @@ class RawFile:
 
 
 def build(batches: Iterable[List[Any]], names: Dict[str, int], ids: Dict[Any, int]) -> RawFile:
-    """Read the events once into flat column buffers.
+    """Read the events once into flat column buffers, then drop rows outside ``limits``.
 
     Args:
         batches: lists of decoded trace events (dicts), e.g. from ``jsonstream.iter_events``.
@@ -49,17 +55,21 @@ def build(batches: Iterable[List[Any]], names: Dict[str, int], ids: Dict[Any, in
             numeric strings become their number, other strings negative ids.
 
     Returns:
-        A RawFile whose ``cols`` hold float64/int columns per event class.
+        A RawFile whose ``cols`` hold float64/int columns per event class. Events with a
+        missing, wrong-typed (booleans included) or out-of-range field are not in them: they
+        are counted in ``skipped`` under a reason such as ``"missing ts"``, ``"non-numeric
+        dur"``, ``"negative dur"``, ``"ts out of range"`` or ``"non-integer correlation"``.
     """
     out = RawFile()
     ops, ann, rt, gpu, gann, mem = (array("d") for _ in range(6))
     add_op, add_ann, add_rt = ops.fromlist, ann.fromlist, rt.fromlist
     add_gpu, add_gann, add_mem = gpu.fromlist, gann.fromlist, mem.fromlist
     skipped, ignored = out.skipped, out.ignored
-    intern = names.setdefault
+    name_id = names.get
     cats = {cat: (cls if cls != GPU else GPU + gcat) for cat, (cls, gcat) in X_CATEGORIES.items()}
     op_, rt_, ann_, gann_ = OP, RUNTIME, ANNOTATION, GPU_ANNOTATION
     EXT, EXT_LEGACY = "External id", "external id"
+    B, S, D = bool, str, dict
     other_ph: Dict[Any, int] = {}
     n = 0
     for batch in batches:
@@ -68,45 +78,78 @@ def build(batches: Iterable[List[Any]], names: Dict[str, int], ids: Dict[Any, in
             try:
                 ph = e.get("ph")
                 if ph == "X":
-                    cls = cats.get(e.get("cat"), 0)
+                    cat = e.get("cat")
+                    cls = cats.get(cat, 0)
                     if not cls:
-                        c = str(e.get("cat"))
-                        ignored[c] = ignored.get(c, 0) + 1
+                        if cat is not None and cat.__class__ is not S:
+                            skipped["non-string cat"] = skipped.get("non-string cat", 0) + 1
+                        else:
+                            c = str(cat)
+                            ignored[c] = ignored.get(c, 0) + 1
                         continue
                     name = e["name"]
                     ts = e["ts"]
                     dur = e["dur"]
-                    if not dur >= 0:   # also NaN
-                        skipped["negative dur"] = skipped.get("negative dur", 0) + 1
-                        continue
-                    if name.__class__ is not str:
+                    if name.__class__ is not S:
                         skipped["non-string name"] = skipped.get("non-string name", 0) + 1
                         continue
-                    nid = intern(name, len(names))
-                    a = e.get("args") or _EMPTY
+                    a = e.get("args")
+                    if a.__class__ is not D:
+                        if a is not None:
+                            skipped["args not an object"] = skipped.get("args not an object",
+                                                                        0) + 1
+                            continue
+                        a = _EMPTY
                     pid = e.get("pid", -1)
                     tid = e.get("tid", -1)
                     if pid.__class__ is not int:
                         pid = _ident(pid, ids)
                     if tid.__class__ is not int:
                         tid = _ident(tid, ids)
+                    if ts.__class__ is B or dur.__class__ is B:
+                        raise TypeError("bool")
                     ext = a.get(EXT)
                     if ext is None:
                         ext = a.get(EXT_LEGACY, -1)
+                    if ext.__class__ is B and cls != gann_:
+                        raise TypeError("bool")
+                    nid = name_id(name)
+                    if nid is None:
+                        nid = names[name] = len(names)
                     if cls == op_:
                         dims = a.get("Input Dims")
-                        add_op([nid, ts, dur, pid, tid, ext, a.get("Sequence number", -1),
-                                a.get("Fwd thread id", -1),
-                                -1 if dims is None else intern(repr(dims), len(names))])
+                        seq = a.get("Sequence number", -1)
+                        fwd = a.get("Fwd thread id", -1)
+                        if seq.__class__ is B or fwd.__class__ is B:
+                            raise TypeError("bool")
+                        if dims is not None:
+                            dims = repr(dims)
+                            did = name_id(dims)
+                            if did is None:
+                                did = names[dims] = len(names)
+                        else:
+                            did = -1
+                        add_op([nid, ts, dur, pid, tid, ext, seq, fwd, did])
                     elif cls == rt_:
-                        add_rt([nid, ts, dur, pid, tid, a.get("correlation", -1), ext])
+                        corr = a.get("correlation", -1)
+                        if corr.__class__ is B:
+                            raise TypeError("bool")
+                        add_rt([nid, ts, dur, pid, tid, corr, ext])
                     elif cls == ann_:
                         add_ann([nid, ts, dur, pid, tid, ext])
-                    elif cls == gann_:
-                        add_gann([nid, ts, dur, a.get("device", pid), a.get("stream", tid)])
-                    else:  # GPU + category
-                        add_gpu([nid, ts, dur, a.get("device", pid), a.get("stream", tid),
-                                 a.get("correlation", -1), ext, a.get("bytes", -1), cls - GPU])
+                    else:
+                        device = a.get("device", pid)
+                        stream = a.get("stream", tid)
+                        if device.__class__ is B or stream.__class__ is B:
+                            raise TypeError("bool")
+                        if cls == gann_:
+                            add_gann([nid, ts, dur, device, stream])
+                        else:  # GPU + category
+                            corr = a.get("correlation", -1)
+                            nbytes = a.get("bytes", -1)
+                            if corr.__class__ is B or nbytes.__class__ is B:
+                                raise TypeError("bool")
+                            add_gpu([nid, ts, dur, device, stream, corr, ext, nbytes, cls - GPU])
                 elif (ph == "i" or ph == "I") and e.get("name") == MEMORY_EVENT_NAME:
                     a = e["args"]
                     pid = e.get("pid", -1)
@@ -115,17 +158,27 @@ def build(batches: Iterable[List[Any]], names: Dict[str, int], ids: Dict[Any, in
                         pid = _ident(pid, ids)
                     if tid.__class__ is not int:
                         tid = _ident(tid, ids)
-                    add_mem([e["ts"], a["Bytes"], a.get("Total Allocated", -1),
-                             a.get("Total Reserved", -1), a.get("Device Type", -1),
-                             a.get("Device Id", -1), pid, tid])
+                    ts = e["ts"]
+                    nbytes = a["Bytes"]
+                    alloc = a.get("Total Allocated", -1)
+                    resv = a.get("Total Reserved", -1)
+                    dtype = a.get("Device Type", -1)
+                    dev = a.get("Device Id", -1)
+                    if (ts.__class__ is B or nbytes.__class__ is B or alloc.__class__ is B
+                            or resv.__class__ is B or dtype.__class__ is B or dev.__class__ is B):
+                        raise TypeError("bool")
+                    add_mem([ts, nbytes, alloc, resv, dtype, dev, pid, tid])
                 else:
                     other_ph[ph] = other_ph.get(ph, 0) + 1
-            except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as exc:
+            except (KeyError, TypeError, AttributeError, ValueError, OverflowError,
+                    RecursionError) as exc:
                 reason = _why(e, exc)
                 skipped[reason] = skipped.get(reason, 0) + 1
     for ph, count in other_ph.items():
         if ph is None:
             skipped["missing ph"] = skipped.get("missing ph", 0) + count
+        elif ph.__class__ is not str:
+            skipped["non-string ph"] = skipped.get("non-string ph", 0) + count
         else:
             ignored[f"ph={ph}"] = ignored.get(f"ph={ph}", 0) + count
     out.n_events = n
@@ -135,16 +188,34 @@ def build(batches: Iterable[List[Any]], names: Dict[str, int], ids: Dict[Any, in
     del ops, ann, rt, gpu, gann, mem, add_op, add_ann, add_rt, add_gpu, add_gann, add_mem
     for key in list(buffers):              # convert one buffer at a time, freeing each after
         buf, layout = buffers.pop(key)
-        out.cols[key] = _columns(buf, layout)
+        out.cols[key] = _columns(buf, layout, skipped)
         del buf
     return out
 
 
-def _columns(buf: array, layout) -> Dict[str, np.ndarray]:
-    """Split a flat row-major buffer into named columns: times float64 (us), name ids int32,
-    other ids int64."""
+# JSON spelling of each id column, for skip reasons
+_FIELD = {"ext": "External id", "seq": "Sequence number", "fwd_tid": "Fwd thread id",
+          "corr": "correlation", "total_allocated": "Total Allocated",
+          "total_reserved": "Total Reserved", "device_type": "Device Type",
+          "device_id": "Device Id"}
+_SMALL_IDS = ("device_type", "device_id")   # stored as int16
+
+
+def _columns(buf: array, layout, skipped: Dict[str, int]) -> Dict[str, np.ndarray]:
+    """Split a flat row-major buffer into named columns (times float64 us, name ids int32,
+    other ids int64), dropping rows with a value outside ``limits`` (counted in ``skipped``)."""
     flat = np.frombuffer(buf, dtype=np.float64) if len(buf) else np.zeros(0)
     rows = flat.reshape(-1, len(layout))                          # (events, columns)
+    bad = np.zeros(len(rows), dtype=bool)
+    for j, col in enumerate(layout):
+        for reason, hit in _checks(col, rows[:, j]):
+            new = hit & ~bad
+            k = int(np.count_nonzero(new))
+            if k:
+                skipped[reason] = skipped.get(reason, 0) + k
+                bad |= new
+    if bad.any():
+        rows = rows[~bad]
     cols = {}
     for j, col in enumerate(layout):
         c = rows[:, j]
@@ -155,36 +226,81 @@ def _columns(buf: array, layout) -> Dict[str, np.ndarray]:
     return cols
 
 
+def _checks(col: str, c: np.ndarray):
+    """(reason, bad-row mask) pairs for one column, in the order they are reported."""
+    if col in ("name", "dims", "cat"):            # interned ids and codes made by the loader
+        return
+    if col == "ts_us":
+        yield "non-finite ts", ~np.isfinite(c)
+        yield "ts out of range", np.abs(c) >= MAX_ABS_TS_US
+    elif col == "dur_us":
+        yield "negative dur", c < 0
+        yield "non-finite dur", ~np.isfinite(c)
+        yield "dur out of range", c > MAX_DUR_US
+    else:
+        bound = 2.0 ** 15 if col in _SMALL_IDS else MAX_ID
+        yield f"bad {_FIELD.get(col, col)}", ~(np.abs(c) < bound) | (np.floor(c) != c)
+
+
 def _ident(x: Any, ids: Dict[Any, int]) -> int:
-    """An int for a pid/tid that is not an int: '25738' -> 25738; 'stream 7' -> a negative id."""
+    """An int for a pid/tid that is not an int: '25738' -> 25738; 'stream 7' -> a negative id.
+
+    Raises:
+        TypeError: a boolean, list, object or null (not an id).
+    """
+    if x.__class__ is bool or x is None:
+        raise TypeError("bool")
     try:
         return ids[x]
     except KeyError:
         pass
-    except TypeError:           # unhashable (list/dict): not a usable id
-        return -1
-    if isinstance(x, str) and x.strip().lstrip("-").isdigit():
-        v = int(x)
+    if isinstance(x, str):
+        t = x.strip()
+        digits = t[1:] if t[:1] == "-" else t
+        v = int(t) if digits.isascii() and digits.isdigit() and len(digits) <= 18 \
+            else -2 - len(ids)
     elif isinstance(x, float) and x.is_integer():
         v = int(x)
     else:
-        v = -2 - len(ids)
+        v = -2 - len(ids)        # non-integral float: a label, like a string tid
     ids[x] = v
     return v
+
+
+_WHY_FIELDS = ("name", "ts", "dur", "pid", "tid", "cat")
+_WHY_ARGS = ("External id", "external id", "correlation", "Sequence number", "Fwd thread id",
+             "device", "stream", "bytes", "Bytes", "Total Allocated", "Total Reserved",
+             "Device Type", "Device Id")
 
 
 def _why(e: Any, exc: BaseException) -> str:
     """A short reason for dropping a malformed event (slow path only)."""
     if not isinstance(e, dict):
         return "not an object"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
     if isinstance(exc, KeyError):
         return f"missing {exc.args[0]}"
-    for key in ("name", "ts", "dur"):
+    if not isinstance(e.get("ph"), (str, type(None))):
+        return "non-string ph"
+    for key in _WHY_FIELDS:
         v = e.get(key)
-        if key == "name" and v is not None and not isinstance(v, str):
-            return "non-string name"
-        if key != "name" and v is not None and not isinstance(v, (int, float)):
+        if key in ("name", "cat"):
+            if v is not None and not isinstance(v, str):
+                return f"non-string {key}"
+        elif v is not None and not _number(v, allow_str=key in ("pid", "tid")):
             return f"non-numeric {key}"
-    if isinstance(exc, TypeError) and "unhashable" in str(exc):
-        return "non-string name"
-    return "non-numeric field"
+    a = e.get("args")
+    if isinstance(a, dict):
+        for key in _WHY_ARGS:
+            v = a.get(key)
+            if v is not None and not _number(v):
+                return f"non-numeric {key}"
+    return "bad field"
+
+
+def _number(v: Any, allow_str: bool = False) -> bool:
+    """A JSON number (not a boolean); strings too where ids may be labels (pid, tid)."""
+    if allow_str and isinstance(v, str):
+        return True
+    return isinstance(v, (int, float)) and not isinstance(v, bool)

@@ -2,17 +2,18 @@
 
 A path may be a file (``.json`` or gzip-compressed, recognised by its magic bytes, not its
 name) or a folder of per-rank files. Reading in chunks keeps the decompressed text of a large
-trace out of memory: only a few MiB of text are held at a time.
+trace out of memory: only a few MiB of text are held at a time, however much a small gzip file
+claims to inflate to.
 """
 
 from __future__ import annotations
 
 import codecs
 import os
-import zlib
 from pathlib import Path
 from typing import Iterator, List, Sequence, Union
 
+from . import fast
 from .errors import TraceError
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -81,7 +82,7 @@ def iter_text(path: Path) -> Iterator[str]:
         fh = open(path, "rb")
     except OSError as exc:
         raise TraceError(f"{path}: cannot open ({exc.strerror}); check permissions") from exc
-    head = fh.read(2)
+    head = _read(fh, 2)
     if not head:
         fh.close()
         raise TraceError(f"{path}: empty file; re-export the trace (torch.profiler "
@@ -113,26 +114,37 @@ def _closing(fh, chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield from chunks
 
 
+def _read(fh, n: int) -> bytes:
+    """``fh.read(n)``; an I/O error (a vanished network file, a bad disk) is a TraceError."""
+    try:
+        return fh.read(n)
+    except OSError as exc:
+        raise TraceError(f"{fh.name}: read failed ({exc.strerror or exc}); check the file "
+                         "system and re-copy the trace") from exc
+
+
 def _plain_chunks(fh) -> Iterator[bytes]:
     """Raw chunks of an uncompressed file."""
     while True:
-        block = fh.read(CHUNK_BYTES)
+        block = _read(fh, CHUNK_BYTES)
         if not block:
             return
         yield block
 
 
 def _gunzip_chunks(fh, path: Path) -> Iterator[bytes]:
-    """Decompressed chunks (at most ``CHUNK_BYTES`` each) of a possibly multi-member gzip file."""
-    d = zlib.decompressobj(wbits=31)
+    """Decompressed chunks (at most ``CHUNK_BYTES`` each) of a possibly multi-member gzip file
+    (isal's inflate when installed, else zlib's: the same bytes either way)."""
+    errors = fast.zlib_errors()
+    d = fast.decompressobj()
     while True:
-        block = fh.read(CHUNK_BYTES // 8)
+        block = _read(fh, CHUNK_BYTES // 8)
         if not block:
             break
         while block:
             try:
                 out = d.decompress(block, CHUNK_BYTES)
-            except zlib.error as exc:
+            except errors as exc:
                 raise TraceError(f"{path}: corrupt gzip data ({exc}); re-copy the file") from exc
             if out:
                 yield out
@@ -140,7 +152,7 @@ def _gunzip_chunks(fh, path: Path) -> Iterator[bytes]:
                 block = d.unconsumed_tail
             elif d.eof and d.unused_data.strip(b"\x00"):  # next gzip member
                 block = d.unused_data
-                d = zlib.decompressobj(wbits=31)
+                d = fast.decompressobj()
             else:
                 block = b""
     if not d.eof:

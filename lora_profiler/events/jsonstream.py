@@ -8,6 +8,12 @@ evaluated: the stdlib decoder only builds dicts, lists, strings and numbers.
 Both Chrome trace layouts are accepted: the object form ``{"traceEvents": [...], ...}`` (what
 Kineto writes; the other top-level keys are returned as metadata) and the bare array form
 ``[{...}, {...}]``.
+
+With orjson installed (``fast``), each batch of complete events is decoded by orjson; a batch
+it refuses is decoded again by the stdlib, so both give the same events. Bounded memory on any
+input: one value (an event or a top-level key) of more than ``limits.MAX_VALUE_CHARS``
+characters, or nested deeper than the decoder's recursion limit, is a TraceError, and a syntax
+error is reported where it is found, without reading the rest of the file into memory.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ import re
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
+from . import fast
 from .errors import TraceError
 from .files import iter_text
+from .limits import MAX_VALUE_CHARS
 
 _LOOKAHEAD = 1 << 20  # chars kept ahead of the cursor before decoding a value
 _WS = re.compile(r"[ \t\n\r]*").match
@@ -68,7 +76,7 @@ class _Buffer:
                 return ""
 
     def value(self, what: str) -> Any:
-        """Decode one JSON value at the cursor, refilling if it spans past the buffer."""
+        """Decode one JSON value at the cursor, reading on while it runs past the buffer."""
         self.skip_ws()
         self.ensure()
         while True:
@@ -76,10 +84,46 @@ class _Buffer:
                 obj, end = _scan(self.buf, self.pos)
                 self.pos = end
                 return obj
-            except (StopIteration, json.JSONDecodeError, RecursionError) as exc:
-                if self.fill():
-                    continue
-                raise self.error(what, exc) from None
+            except RecursionError:
+                raise self.too_deep(what) from None
+            except (StopIteration, ValueError) as exc:
+                if not (_ran_out(self.buf, exc) and self.grow(what)):
+                    raise self.error(what, exc) from None
+
+    def grow(self, what: str) -> bool:
+        """Read on until the text after the cursor doubles; False at end of file.
+
+        Raises:
+            TraceError: the value at the cursor is longer than ``MAX_VALUE_CHARS``.
+        """
+        target = min(2 * (len(self.buf) - self.pos), MAX_VALUE_CHARS + 1)
+        parts = [self.buf[self.pos:]]                 # joined once: no copy per chunk
+        have = len(parts[0])
+        while have < target and not self.eof:
+            try:
+                chunk = next(self.chunks)
+            except StopIteration:
+                self.eof = True
+                break
+            parts.append(chunk)
+            have += len(chunk)
+        grew = len(parts) > 1
+        if grew:
+            self.base += self.pos
+            self.buf = "".join(parts)
+            self.pos = 0
+        del parts
+        if len(self.buf) - self.pos > MAX_VALUE_CHARS:
+            raise TraceError(f"{self.path}: {what} at character {self.base + self.pos:,} is "
+                             f"longer than {MAX_VALUE_CHARS >> 20} MiB of text; refused (a "
+                             "trace event is a few hundred bytes: is the file damaged?)")
+        return grew
+
+    def too_deep(self, what: str) -> TraceError:
+        """A TraceError for a value nested deeper than the decoder's recursion limit."""
+        return TraceError(f"{self.path}: {what} at character {self.base + self.pos:,} is "
+                          "nested too deeply (arrays/objects inside each other beyond the "
+                          "decoder's recursion limit); refused: is the file damaged?")
 
     def error(self, what: str, exc: Optional[BaseException] = None,
               truncated: Optional[bool] = None) -> TraceError:
@@ -88,11 +132,18 @@ class _Buffer:
             at = getattr(exc, "pos", None)
             if at is None and isinstance(exc, StopIteration) and exc.args:
                 at = exc.args[0]
-            truncated = self.eof and (at is None or at >= len(self.buf) - 1)
+            truncated = (self.eof and isinstance(exc, (StopIteration, json.JSONDecodeError))
+                         and (at is None or at >= len(self.buf) - 1
+                              or getattr(exc, "msg", "").startswith("Unterminated string")))
         if truncated:
             return TraceError(f"{self.path}: JSON ends early while reading {what} "
                               "(truncated file?); re-copy or re-export the trace")
-        detail = f" ({exc.msg})" if isinstance(exc, json.JSONDecodeError) else ""
+        if isinstance(exc, json.JSONDecodeError):
+            detail = f" ({exc.msg})"
+        elif isinstance(exc, ValueError):              # e.g. a 5,000-digit integer
+            detail = f" ({str(exc)[:80]})"
+        else:
+            detail = ""
         near = self.buf[self.pos:self.pos + 40].replace("\n", " ")
         return TraceError(f"{self.path}: not valid JSON while reading {what}{detail} "
                           f"near {near!r}; is this a Chrome/Kineto trace?")
@@ -155,16 +206,16 @@ def _array_items(b: _Buffer) -> Iterator[List[Any]]:
     """Yield batches (lists) of the items of the JSON array whose '[' is at the cursor.
 
     Fast path: cut the buffered text after its last ``},`` and decode the cut as one JSON
-    array with ``json.loads``. A cut inside a string or a nested object cannot decode (the
-    text before it would be an incomplete value), so a successful decode proves the cut fell
-    between two items. When a cut fails — or near the end of the array — items are decoded one
-    at a time with the scanner up to the failed cut, then the fast path resumes.
+    array (``_loads``). A cut inside a string or a nested object cannot decode (the text before
+    it would be an incomplete value), so a successful decode proves the cut fell between two
+    items. When a cut fails — or near the end of the array — items are decoded one at a time
+    with the scanner up to the failed cut, then the fast path resumes.
     """
     b.pos += 1
     if b.skip_ws() == "]":
         b.pos += 1
         return
-    loads, scan, comma = json.loads, _scan, _COMMA
+    scan, comma = _scan, _COMMA
     slow_until = -1                       # file offset: decode one by one up to here
     while True:
         if len(b.buf) - b.pos < _LOOKAHEAD:
@@ -174,9 +225,8 @@ def _array_items(b: _Buffer) -> Iterator[List[Any]]:
             if cut <= b.pos:              # no cut in the buffer: one by one through it
                 slow_until = b.base + len(b.buf)
             else:
-                try:
-                    batch = loads("[" + b.buf[b.pos:cut + 1] + "]")
-                except ValueError:
+                batch = _loads("[" + b.buf[b.pos:cut + 1] + "]")
+                if batch is None:
                     slow_until = b.base + cut
                 else:
                     yield batch
@@ -186,8 +236,8 @@ def _array_items(b: _Buffer) -> Iterator[List[Any]]:
         # slow path: one item
         try:
             obj, end = scan(b.buf, b.pos)
-        except (StopIteration, json.JSONDecodeError, RecursionError):
-            obj = b.value("an event")     # refills and retries, or raises
+        except (StopIteration, ValueError, RecursionError):
+            obj = b.value("an event")     # reads on and retries, or raises
             end = b.pos
         yield [obj]
         m = comma(b.buf, end)
@@ -204,6 +254,33 @@ def _array_items(b: _Buffer) -> Iterator[List[Any]]:
             return
         else:
             raise b.error("the event list", truncated=(c == ""))
+
+
+def _loads(text: str) -> Optional[List[Any]]:
+    """``text`` (a JSON array) decoded by orjson when installed, else (or when orjson refuses
+    it) by the stdlib; None when neither decodes it."""
+    if fast.ORJSON is not None:
+        try:
+            return fast.ORJSON.loads(text)
+        except (ValueError, RecursionError):
+            pass
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _ran_out(buf: str, exc: BaseException) -> bool:
+    """Whether a decode error may only mean that the value goes on past the end of ``buf``."""
+    if isinstance(exc, StopIteration):
+        at = exc.value if isinstance(exc.value, int) else 0
+    elif isinstance(exc, json.JSONDecodeError):
+        if exc.msg.startswith("Unterminated string"):
+            return True
+        at = exc.pos
+    else:
+        return False
+    return at >= len(buf) - 16        # a cut number, literal or \uXXXX escape at the end
 
 
 def _last_cut(buf: str, lo: int, tries: int = 8) -> int:

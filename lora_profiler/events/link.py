@@ -197,9 +197,9 @@ def _fallback_by_ext(l_op: np.ndarray, l_ext: np.ndarray, op_ext: np.ndarray) ->
 
 
 def _step_number(name: str) -> int:
-    """N of 'ProfilerStep#N' (-1 when N is not a number)."""
+    """N of 'ProfilerStep#N' (-1 when N is not a plain decimal number below 10**18)."""
     tail = name[len(STEP_PREFIX):]
-    return int(tail) if tail.isdigit() else -1
+    return int(tail) if tail.isascii() and tail.isdigit() and len(tail) <= 18 else -1
 
 
 def _gpu_windows(gann: Dict[str, np.ndarray], step_names: np.ndarray, gpu: Dict,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 from typing import Any, Dict, List, Sequence, Union
 
 import numpy as np
@@ -11,7 +12,9 @@ from .builder import build
 from .errors import TraceError
 from .files import PathLike, find_trace_files
 from .jsonstream import iter_events
+from .limits import JSON_DEPTH
 from .link import assemble
+from .nesting import DepthError
 from .schema import DEFAULT_SCOPE_PREFIX
 from .tables import TABLES, Trace, concat
 
@@ -36,7 +39,9 @@ def load_trace(paths: Union[PathLike, Sequence[PathLike]],
 
     Raises:
         TraceError: a path is missing, a folder holds no trace, or a file is empty, truncated,
-            not JSON, or JSON without trace events. The message names the file.
+            not JSON, JSON without trace events, holds no usable event, or exceeds a bound of
+            ``limits`` (a value over 64 MiB, nesting too deep). The message names the file.
+            Single malformed events do not raise: they are counted in ``Trace.skipped``.
     """
     files = find_trace_files(paths)
     names: Dict[str, int] = {}
@@ -51,7 +56,11 @@ def load_trace(paths: Union[PathLike, Sequence[PathLike]],
         _add(skipped, raw.skipped)
         _add(ignored, raw.ignored)
         metas.append(_small_meta(meta))
-        parts.append(assemble(raw, list(names), i, scope_prefix))
+        try:
+            parts.append(assemble(raw, list(names), i, scope_prefix))
+        except DepthError as exc:
+            raise TraceError(f"{f}: events on one thread nested {exc.args[0]:,} deep (more than "
+                             "the 32,767 levels a trace can hold); is the file damaged?") from None
         del raw
     name_list = list(names)
     if len(parts) == 1:
@@ -72,15 +81,28 @@ def load_trace(paths: Union[PathLike, Sequence[PathLike]],
 
 
 def _build_without_gc(path, meta, names, ids):
-    """One pass over the file with the cyclic GC paused: the event dicts hold no cycles and
-    are freed by reference counting, so GC passes would only re-scan them (~10% of the time)."""
+    """One pass over the file with the cyclic GC paused (the event dicts hold no cycles and are
+    freed by reference counting, so GC passes would only re-scan them: ~10% of the time), and
+    with recursion headroom for ``JSON_DEPTH`` levels, so the stdlib decoder reads whatever
+    nesting orjson reads (orjson stops at 1,024) and the two paths agree."""
     was_enabled = gc.isenabled()
+    limit = sys.getrecursionlimit()
     gc.disable()
+    sys.setrecursionlimit(max(limit, _stack_depth() + JSON_DEPTH))
     try:
         return build(iter_events(path, meta), names, ids)
     finally:
+        sys.setrecursionlimit(limit)
         if was_enabled:
             gc.enable()
+
+
+def _stack_depth() -> int:
+    """Frames on the current stack."""
+    f, n = sys._getframe(), 0
+    while f is not None:
+        f, n = f.f_back, n + 1
+    return n
 
 
 def _check_events(path, meta: Dict[str, Any], raw) -> None:
@@ -94,6 +116,11 @@ def _check_events(path, meta: Dict[str, Any], raw) -> None:
     if raw.skipped.get("not an object", 0) == raw.n_events:
         raise TraceError(f"{path}: JSON array whose items are not trace events (an "
                          "export_memory_timeline file?); pass a Chrome/Kineto trace")
+    if sum(raw.skipped.values()) == raw.n_events:
+        top = ", ".join(f"{n:,} {why}" for why, n in
+                        sorted(raw.skipped.items(), key=lambda kv: -kv[1])[:3])
+        raise TraceError(f"{path}: none of the {raw.n_events:,} events is usable ({top}); "
+                         "is this a damaged or hand-edited trace?")
 
 
 def _small_meta(meta: Dict[str, Any]) -> Dict[str, Any]:

@@ -74,6 +74,8 @@ def test_event_larger_than_lookahead(tmp_path, small_chunks):
 
 @pytest.mark.parametrize("text, what", [
     ('{"traceEvents": [{"ph": "X"}, {"ph": ', "ends early"),
+    ('{"traceEvents": [{"ph": "X"}, {"ph": "X", "name": "aten::m', "ends early"),
+    ('{"traceEvents": [{"ph": "X", "ts": ' + "1" * 5000 + "}]}", "digits"),
     ('{"traceEvents": [{"ph": "X"} {"ph": "X"}]}', "not valid JSON"),
     ('{"traceEvents": []} trailing', "extra data"),
     ("hello", "not valid JSON"),

@@ -133,9 +133,38 @@ def test_odd_events_are_skipped_and_counted(mk, ev):
             {"ph": "X", "name": "no cat", "ts": 0, "dur": 1}])
     assert len(t.ops) == 1 and len(t.kernels) == 0
     assert t.skipped == {"missing ts": 1, "non-numeric dur": 1, "negative dur": 1,
-                         "non-string name": 1, "non-numeric field": 2, "missing args": 1,
+                         "non-string name": 1, "non-numeric External id": 1,
+                         "non-numeric correlation": 1, "missing args": 1,
                          "missing ph": 1, "not an object": 1}
     assert t.ignored["python_function"] == 1 and t.ignored["None"] == 1
+
+
+def test_out_of_range_and_wrong_typed_values_are_skipped(tmp_path, ev):
+    """What used to reach the tables silently (1e300, inf, booleans, fractional ids)."""
+    events = [ev.op("ok", 0, 1),
+              ev.op("huge_ts", 1e300, 1), ev.op("neg_huge_ts", -2.0 ** 62, 1),
+              ev.op("long_dur", 0, 8 * 86400e6), ev.op("bool_ts", True, 1),
+              ev.op("bool_dur", 0, False), ev.op("frac_ext", 0, 1, External_id=1.5),
+              ev.op("huge_seq", 0, 1, Sequence_number=2.0 ** 60),
+              ev.op("bool_pid", 0, 1, pid=True), ev.op("list_tid", 0, 1, tid=[1]),
+              ev.rt("cudaLaunchKernel", 0, 1, corr=True),
+              ev.kern("k", 0, 1, corr=1, stream=1e300),
+              ev.kern("k", 0, 1, corr=1, device=0.5), ev.mem(0, 8, 10, device_id=40000),
+              {"ph": "X", "cat": "cpu_op", "name": "args_str", "ts": 0, "dur": 1, "args": "x"},
+              {"ph": "X", "cat": ["cpu_op"], "name": "cat_list", "ts": 0, "dur": 1},
+              {"ph": 7, "name": "ph_number"},
+              ev.mem(0, True, 10), ev.mem(float("nan"), 8, 10)]
+    path = tmp_path / "t.json"
+    path.write_text(__import__("json").dumps({"traceEvents": events}))   # NaN as a literal
+    t = load_trace(path)
+    assert t.names_of(t.ops.name) == ["ok"] and len(t.kernels) == 0
+    assert len(t.launches) == 0 and len(t.memory) == 0
+    assert t.skipped == {"ts out of range": 2, "dur out of range": 1, "non-numeric ts": 1,
+                         "non-numeric dur": 1, "bad External id": 1,
+                         "bad Sequence number": 1, "non-numeric pid": 1,
+                         "non-numeric tid": 1, "non-numeric correlation": 1, "bad stream": 1,
+                         "bad device": 1, "bad Device Id": 1, "args not an object": 1, "non-string cat": 1,
+                         "non-string ph": 1, "non-numeric Bytes": 1, "non-finite ts": 1}
 
 
 def test_sequence_number_links_backward_to_forward(mk, ev):

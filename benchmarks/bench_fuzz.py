@@ -1,0 +1,146 @@
+"""Fuzzing benchmark: tens of thousands of generated, mutated and damaged traces through the reader.
+
+Each case (``tests/events/fuzzing.py``: every schema variant, fields dropped, retyped, NaN /
+inf / 1e300 / negative, duplicated, unsorted; files truncated, bytes changed, bad UTF-8, deep
+nesting, long strings, cut gzip streams) is written to a temporary file and read by
+``load_trace`` with warnings turned into errors. Outcomes:
+
+- accepted: a Trace whose invariants hold (and, for an undamaged document, every event where
+  the documented rules put it: a table, ``skipped`` or ``ignored``);
+- rejected: a TraceError whose one-line message names the file;
+- tracebacks: anything else (another exception, a warning, a broken invariant) — must be 0.
+
+With ``--compare`` (default) every case is also read with the stdlib decoders and the tables
+compared with the fast path's (orjson/isal when installed). ``--analyze`` also runs every
+generic analysis of ``python -m lora_profiler.analyze`` on each accepted trace, warnings as
+errors, and counts failures separately (``analysis_errors``).
+
+    python benchmarks/bench_fuzz.py [--cases 10000] [--seed 0] [--no-compare] [--analyze]
+
+The last stdout line is one JSON object with the counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "events"))
+sys.path.insert(0, str(REPO))
+
+from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
+
+import fuzzing  # noqa: E402
+from lora_profiler.events import TraceError, fast, load_trace  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cases", type=int, default=10_000, help="generated cases (default 10000)")
+    ap.add_argument("--seed", type=int, default=0, help="Hypothesis seed (default 0)")
+    ap.add_argument("--max-events", type=int, default=30, help="events per case before damage")
+    ap.add_argument("--no-compare", action="store_true",
+                    help="skip reading each case again with the stdlib decoders")
+    ap.add_argument("--analyze", action="store_true",
+                    help="also run the generic analyses on every accepted trace")
+    a = ap.parse_args()
+
+    counts: Counter = Counter()
+    by_damage: Counter = Counter()
+    first_failure: dict = {}
+    tmp = Path(tempfile.mkdtemp(prefix="bench_fuzz_"))
+
+    def fail(kind: str, c, exc: BaseException) -> None:
+        counts[kind] += 1
+        if kind not in first_failure:
+            first_failure[kind] = {"damage": c["damage"], "error": repr(exc)[:300],
+                                   "traceback": traceback.format_exc()[-1500:]}
+
+    @seed(a.seed)
+    @settings(max_examples=a.cases, deadline=None, database=None, derandomize=False,
+              suppress_health_check=list(HealthCheck))
+    @given(fuzzing.case(a.max_events))
+    def one(c):
+        counts["cases"] += 1
+        path = tmp / f"case{counts['cases'] % 7}{'.json.gz' if c['gz'] else '.json'}"
+        path.write_bytes(c["data"])
+        try:
+            trace = fuzzing.check_load(path)
+            if trace is not None and c["valid_json"] and c["damage"] == "none":
+                fuzzing.check_oracle(trace, c["events"])
+        except Exception as exc:  # noqa: BLE001 - counted, the run goes on
+            fail("tracebacks", c, exc)
+            return
+        outcome = "rejected" if trace is None else "accepted"
+        counts[outcome] += 1
+        by_damage[f"{c['damage']}:{outcome}"] += 1
+        if not a.no_compare and fast.describe() != "stdlib":
+            orjson, isal = fast.ORJSON, fast.ISAL_ZLIB
+            fast.ORJSON = fast.ISAL_ZLIB = None
+            try:
+                again = fuzzing.check_load(path)
+            except Exception as exc:  # noqa: BLE001
+                fail("tracebacks", c, exc)
+                return
+            finally:
+                fast.ORJSON, fast.ISAL_ZLIB = orjson, isal
+            if _flat(trace) != _flat(again):
+                fail("fast_stdlib_mismatch", c, AssertionError("tables differ"))
+                by_damage[f"{c['damage']}:fast/stdlib differ"] += 1
+        if a.analyze and trace is not None:
+            from lora_profiler.analyze import analyze_trace
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")
+                    json.dumps(analyze_trace(trace), allow_nan=False)
+            except Exception as exc:  # noqa: BLE001
+                fail("analysis_errors", c, exc)
+
+    t0 = time.perf_counter()
+    one()
+    wall = time.perf_counter() - t0
+    for f in tmp.iterdir():
+        f.unlink()
+    tmp.rmdir()
+    print(f"decoders: {fast.describe()}; load average {os.getloadavg()[0]:.2f}")
+    print(f"{'outcome by damage':40s} {'cases':>8s}")
+    for key, n in sorted(by_damage.items()):
+        print(f"{key:40s} {n:8,d}")
+    summary = {"cases": counts["cases"], "accepted": counts["accepted"],
+               "rejected_trace_error": counts["rejected"], "tracebacks": counts["tracebacks"],
+               "fast_stdlib_mismatch": counts["fast_stdlib_mismatch"],
+               "analysis_errors": counts["analysis_errors"] if a.analyze else None,
+               "decoders": fast.describe(), "wall_s": round(wall, 2), "seed": a.seed,
+               "first_failure": first_failure}
+    for kind, info in first_failure.items():
+        print(f"\nfirst {kind} ({info['damage']}): {info['error']}\n{info['traceback']}")
+    print(f"\n{counts['cases']:,} cases in {wall:.1f} s: {counts['accepted']:,} accepted, "
+          f"{counts['rejected']:,} rejected with TraceError, {counts['tracebacks']} tracebacks")
+    print(json.dumps(summary))
+
+
+def _flat(trace):
+    """A Trace as comparable values (None for a refused file)."""
+    if trace is None:
+        return None
+    from lora_profiler.events.tables import TABLES
+    out = {"names": trace.names, "skipped": trace.skipped, "ignored": trace.ignored,
+           "counts": trace.counts, "device": trace.device, "meta": trace.meta}
+    for t in TABLES:
+        tab = getattr(trace, t)
+        out[t] = {c: (getattr(tab, c).dtype.str, getattr(tab, c).tobytes())
+                  for c in tab.columns()}
+    return out
+
+
+if __name__ == "__main__":
+    main()
