@@ -13,6 +13,13 @@ For each step window (one per profiled round, see docs/FORMAT.md), phase and ada
   nodes (input gradients LoRA does not need) can be matched against another mode's.
 
 GPU traces take kernel time per role instead of op time: kernel durations carry no profiler cost.
+
+Two estimates come out of the same items (an op's self time, a window's non-op time, a kernel):
+the per-round totals (for min and max over rounds), and the **typical step**: every item is
+matched with its counterparts in the other rounds (the k-th op of the same name, role, layer,
+depth and phase: execution is deterministic), its median over the rounds is taken, and the
+medians are summed. A stall that hits one op in one round does not move the typical step; a
+round-level sum would carry it whole.
 """
 
 from __future__ import annotations
@@ -51,6 +58,8 @@ class StepCauses:
             adapter path (their ops' exclusive corrected time).
         events: (steps,) recorded events per step (ops + allocator events + scopes).
         layers: adapted layer paths.
+        typical_us, typical_layer_us, typical_dispatch_us: the typical step (the sum of every
+            item's median over rounds), shaped like one step of value_us, layer_us, dispatch_us.
     """
 
     gpu: bool
@@ -61,6 +70,79 @@ class StepCauses:
     nodes: list
     events: np.ndarray
     layers: list
+    typical_us: np.ndarray
+    typical_layer_us: np.ndarray
+    typical_dispatch_us: np.ndarray
+
+
+class _Items:
+    """Timed items of a trace: (round, phase, cause, layer, dispatch part, kind, name, depth, ts,
+    us) rows, gathered from several sources, then summed per round and as a typical step."""
+
+    def __init__(self):
+        self.cols: list[tuple] = []
+
+    def add(self, pos, step, phase, cause, layer, part, kind, name, depth, ts, us) -> None:
+        """Add rows (arrays of one length); rows without a step, a traced phase or a cause are
+        dropped."""
+        step = np.asarray(step)
+        ok = (step >= 0) & np.isin(phase, TRACED) & (np.asarray(cause) >= 0)
+        r = np.where(ok, pos[np.maximum(step, 0)], -1)
+        ok &= r >= 0
+        n = int(ok.sum())
+        if not n:
+            return
+        full = lambda v: np.broadcast_to(np.asarray(v), ok.shape)[ok]  # noqa: E731
+        self.cols.append((r[ok], (full(phase) == BWD).astype(np.int64), full(cause), full(layer),
+                          full(part), np.full(n, kind), full(name), full(depth), full(ts), full(us)))
+
+    def arrays(self):
+        if not self.cols:
+            z = np.zeros(0)
+            return [z.astype(np.int64)] * 8 + [z, z]
+        return [np.concatenate([c[i] for c in self.cols]) for i in range(10)]
+
+
+def _sum_items(items: _Items, n_steps: int, n_layers: int):
+    """(per-round value, layer, dispatch arrays), and the same for the typical step."""
+    r, ph, cause, lay, part, kind, name, depth, ts, us = items.arrays()
+    value = np.zeros((n_steps, len(TRACE_CAUSES), 2))
+    layer = np.zeros((n_steps, n_layers, len(TRACE_CAUSES)))
+    dispatch = np.zeros((n_steps, len(DISPATCH_PARTS)))
+    np.add.at(value, (r, cause, ph), us)
+    has = lay >= 0
+    np.add.at(layer, (r[has], lay[has], cause[has]), us[has])
+    hp = part >= 0
+    np.add.at(dispatch, (r[hp], part[hp]), us[hp])
+    # the typical step: match items across rounds, take each one's median, sum
+    t_value = np.zeros((len(TRACE_CAUSES), 2))
+    t_layer = np.zeros((n_layers, len(TRACE_CAUSES)))
+    t_dispatch = np.zeros(len(DISPATCH_PARTS))
+    if us.size:
+        key = np.stack([ph, cause, lay, part, kind, name, depth], axis=1)
+        _, group = np.unique(key, axis=0, return_inverse=True)
+        group = group.ravel()
+        order = np.lexsort((ts, group, r))
+        g, rr = group[order], r[order]
+        start = np.r_[True, (g[1:] != g[:-1]) | (rr[1:] != rr[:-1])]
+        idx = np.arange(len(g))
+        occ = idx - np.maximum.accumulate(np.where(start, idx, 0))  # k-th of its group in its round
+        _, slot = np.unique(np.stack([g, occ], axis=1), axis=0, return_inverse=True)
+        slot = slot.ravel()
+        grid = np.full((int(slot.max()) + 1, n_steps), np.nan)
+        grid[slot, rr] = us[order]
+        med = np.nanmedian(grid, axis=1)  # (slots,) us
+        first = np.zeros(len(med), dtype=np.int64)
+        first[slot[::-1]] = order[::-1]  # one item of each slot, for its attributes
+        np.add.at(t_value, (cause[first], ph[first]), med)
+        fl = lay[first]
+        np.add.at(t_layer, (fl[fl >= 0], cause[first][fl >= 0]), med[fl >= 0])
+        fp = part[first]
+        np.add.at(t_dispatch, fp[fp >= 0], med[fp >= 0])
+    return value, layer, dispatch, t_value, t_layer, t_dispatch
+
+
+_OP, _WINDOW, _GAP, _KERNEL, _IDLE = range(5)  # item kinds
 
 
 def step_causes(trace: Trace, roles: Roles, costs: EventCosts) -> StepCauses:
@@ -68,21 +150,21 @@ def step_causes(trace: Trace, roles: Roles, costs: EventCosts) -> StepCauses:
     steps = np.argsort(trace.steps.ts_us, kind="stable")
     gpu = trace.device != "cpu" and len(trace.kernels.name) > 0
     n_steps, n_layers = len(steps), len(roles.layers)
-    value = np.zeros((n_steps, len(TRACE_CAUSES), 2))
-    layer = np.zeros((n_steps, n_layers, len(TRACE_CAUSES)))
-    dispatch = np.zeros((n_steps, len(DISPATCH_PARTS)))
     pos = np.full(max(len(trace.steps.ts_us), 1), -1, dtype=np.int64)
     pos[steps] = np.arange(n_steps)
+    items = _Items()
     if gpu:
-        _gpu_values(trace, roles, pos, value, layer, dispatch)
+        _gpu_values(trace, roles, pos, items)
     else:
-        _cpu_values(trace, roles, costs, pos, value, layer, dispatch)
+        _cpu_values(trace, roles, costs, pos, items)
+    value, layer, dispatch, t_value, t_layer, t_dispatch = _sum_items(items, n_steps, n_layers)
     nodes = _off_path_nodes(trace, roles, costs, pos, n_steps, gpu)
     events = np.bincount(pos[np.maximum(trace.ops.step, 0)][trace.ops.step >= 0], minlength=n_steps)[:n_steps] \
         + np.bincount(pos[np.maximum(trace.memory.step, 0)][trace.memory.step >= 0], minlength=n_steps)[:n_steps] \
         + np.bincount(pos[np.maximum(trace.scopes.step, 0)][trace.scopes.step >= 0], minlength=n_steps)[:n_steps]
     return StepCauses(gpu=gpu, steps=steps, value_us=value, layer_us=layer, dispatch_us=dispatch,
-                      nodes=nodes, events=events.astype(np.float64), layers=list(roles.layers))
+                      nodes=nodes, events=events.astype(np.float64), layers=list(roles.layers),
+                      typical_us=t_value, typical_layer_us=t_layer, typical_dispatch_us=t_dispatch)
 
 
 def _cause_of(role: np.ndarray) -> np.ndarray:
@@ -93,24 +175,13 @@ def _cause_of(role: np.ndarray) -> np.ndarray:
     return table[role]
 
 
-def _accumulate(value, layer, pos, step, phase, cause, lay, us) -> None:
-    """Add ``us`` into value[step, cause, phase] and layer[step, lay, cause] (rows with a step,
-    a traced phase and a cause)."""
-    ok = (step >= 0) & np.isin(phase, TRACED) & (cause >= 0)
-    s, ph, c, la, u = pos[step[ok]], (phase[ok] == BWD).astype(np.int64), cause[ok], lay[ok], us[ok]
-    keep = s >= 0
-    s, ph, c, la, u = s[keep], ph[keep], c[keep], la[keep], u[keep]
-    np.add.at(value, (s, c, ph), u)
-    has = la >= 0
-    np.add.at(layer, (s[has], la[has], c[has]), u[has])
-
-
-def _cpu_values(trace, roles, costs, pos, value, layer, dispatch) -> None:
+def _cpu_values(trace, roles, costs, pos, items: _Items) -> None:
     ops = trace.ops
     self_us = ops.self_us - costs.op_cost_us()  # (ops,) exclusive time without the profiler's
-    _accumulate(value, layer, pos, ops.step, roles.op_phase, _cause_of(roles.op_role), roles.op_layer, self_us)
-    _cpu_dispatch_forward(trace, roles, costs, pos, value, layer, dispatch)
-    _cpu_dispatch_backward(trace, roles, costs, pos, value, layer, dispatch)
+    items.add(pos, ops.step, roles.op_phase, _cause_of(roles.op_role), roles.op_layer, -1, _OP, ops.name,
+              ops.depth, ops.ts_us, self_us)
+    _cpu_dispatch_forward(trace, roles, costs, pos, items)
+    _cpu_dispatch_backward(trace, roles, costs, pos, items)
 
 
 def _scope_windows(trace: Trace, rows: np.ndarray):
@@ -118,8 +189,9 @@ def _scope_windows(trace: Trace, rows: np.ndarray):
     return sc.ts_us[rows], sc.ts_us[rows] + sc.dur_us[rows], sc.pid[rows], sc.tid[rows], sc.file[rows]
 
 
-def _cpu_dispatch_forward(trace, roles, costs, pos, value, layer, dispatch) -> None:
-    """Adapter-path time outside ops in each adapted layer's forward scope (less its base)."""
+def _cpu_dispatch_forward(trace, roles, costs, pos, items: _Items) -> None:
+    """Adapter-path time outside ops in each adapted layer's forward scope (less its base): each
+    part scope's own non-op time, and the rest (the adapted layer's own Python) as the layer's."""
     sc = trace.scopes
     part = roles.scope_part
     layer_rows = np.array([i for i, p in enumerate(part) if p == ""], dtype=np.int64)
@@ -127,37 +199,33 @@ def _cpu_dispatch_forward(trace, roles, costs, pos, value, layer, dispatch) -> N
         return
     base_of = {int(sc.parent[i]): i for i, p in enumerate(part) if p == "base" and sc.parent[i] >= 0}
     ops_in = top_op_time(trace).window_sum
-    ts, end, pid, tid, file = _scope_windows(trace, layer_rows)
-    nonop = sc.dur_us[layer_rows] - ops_in(ts, end, pid, tid, file)
-    free = costs.free_cost_us(ts, end, pid, tid, file)
+
+    def nonop(rows):  # (rows,) us of each scope window outside ops and the profiler's cost there
+        ts, end, pid, tid, file = _scope_windows(trace, rows)
+        return sc.dur_us[rows] - ops_in(ts, end, pid, tid, file) - costs.free_cost_us(ts, end, pid, tid, file)
+
+    path = nonop(layer_rows)
     base = np.array([base_of.get(int(i), -1) for i in layer_rows], dtype=np.int64)
     has = base >= 0
     if has.any():
-        bts, bend, bpid, btid, bfile = _scope_windows(trace, base[has])
-        nonop[has] -= sc.dur_us[base[has]] - ops_in(bts, bend, bpid, btid, bfile)
-        free[has] -= costs.free_cost_us(bts, bend, bpid, btid, bfile)
-    path = nonop - free  # (layer scopes,) us
-    step = sc.step[layer_rows]
-    lay = roles.scope_layer[layer_rows]
-    phase = np.full(len(layer_rows), FWD)
-    _accumulate(value, layer, pos, step, phase, np.full(len(layer_rows), C["dispatch"]), lay, path)
-    # split by part: each part scope's own non-op time; the rest is the layer's own Python
+        path[has] -= nonop(base[has])
     part_rows = np.array([i for i, p in enumerate(part) if p in ("dropout", "lora_A", "lora_B")], dtype=np.int64)
-    parts_us = np.zeros(len(part_rows))
+    parts_us = nonop(part_rows) if part_rows.size else np.zeros(0)
+    # the layer's own share: its path less its parts' (parts nest in their layer's scope)
+    own = dict(zip(layer_rows.tolist(), path.tolist()))
+    for i, u in zip(part_rows.tolist(), parts_us.tolist()):
+        if sc.parent[i] in own:
+            own[sc.parent[i]] -= u
+    dc = C["dispatch"]
+    items.add(pos, sc.step[layer_rows], FWD, dc, roles.scope_layer[layer_rows], DISPATCH_PARTS.index("layer"),
+              _WINDOW, -1, 0, sc.ts_us[layer_rows], np.array([own[i] for i in layer_rows.tolist()]))
     if part_rows.size:
-        pts, pend, ppid, ptid, pfile = _scope_windows(trace, part_rows)
-        parts_us = (sc.dur_us[part_rows] - ops_in(pts, pend, ppid, ptid, pfile)
-                    - costs.free_cost_us(pts, pend, ppid, ptid, pfile))
-    ok = step >= 0
-    np.add.at(dispatch, (pos[step[ok]], DISPATCH_PARTS.index("layer")), path[ok])
-    pstep = sc.step[part_rows]
-    for j, name in enumerate(("dropout", "lora_A", "lora_B")):
-        m = np.array([part[i] == name for i in part_rows], dtype=bool) & (pstep >= 0)
-        np.add.at(dispatch, (pos[pstep[m]], DISPATCH_PARTS.index(name)), parts_us[m])
-        np.add.at(dispatch, (pos[pstep[m]], DISPATCH_PARTS.index("layer")), -parts_us[m])
+        pidx = np.array([DISPATCH_PARTS.index(part[i]) for i in part_rows], dtype=np.int64)
+        items.add(pos, sc.step[part_rows], FWD, dc, roles.scope_layer[part_rows], pidx, _WINDOW, -1, 0,
+                  sc.ts_us[part_rows], parts_us)
 
 
-def _cpu_dispatch_backward(trace, roles, costs, pos, value, layer, dispatch) -> None:
+def _cpu_dispatch_backward(trace, roles, costs, pos, items: _Items) -> None:
     """The engine's gap before each adapter node and its AccumulateGrad, per thread."""
     ops = trace.ops
     top = np.flatnonzero(ops.is_top & (roles.op_phase == BWD))
@@ -175,11 +243,9 @@ def _cpu_dispatch_backward(trace, roles, costs, pos, value, layer, dispatch) -> 
     gap = ops.ts_us[rows] - prev_end[sel]
     free = costs.free_cost_us(prev_end[sel], ops.ts_us[rows], ops.pid[rows], ops.tid[rows], ops.file[rows])
     gap = gap - free - costs.op_cost[rows]  # the node's own enter/exit lies in the gaps around it
-    _accumulate(value, layer, pos, ops.step[rows], np.full(len(rows), BWD), np.full(len(rows), C["dispatch"]),
-                roles.op_layer[rows], gap)
-    ok = ops.step[rows] >= 0
     part = np.array([DISPATCH_PARTS.index(ROLES[r]) for r in role[sel]], dtype=np.int64)
-    np.add.at(dispatch, (pos[ops.step[rows][ok]], part[ok]), gap[ok])
+    items.add(pos, ops.step[rows], BWD, C["dispatch"], roles.op_layer[rows], part, _GAP, ops.name[rows], 0,
+              ops.ts_us[rows], gap)
 
 
 def gap_before(trace: Trace, phase: Optional[np.ndarray] = None) -> np.ndarray:
@@ -207,19 +273,17 @@ def gap_before(trace: Trace, phase: Optional[np.ndarray] = None) -> np.ndarray:
     return out
 
 
-def _gpu_values(trace, roles, pos, value, layer, dispatch) -> None:
+def _gpu_values(trace, roles, pos, items: _Items) -> None:
     k = trace.kernels
-    cause = _cause_of(roles.kernel_role)
-    _accumulate(value, layer, pos, k.step, roles.kernel_phase, cause, roles.kernel_layer, k.dur_us)
+    items.add(pos, k.step, roles.kernel_phase, _cause_of(roles.kernel_role), roles.kernel_layer, -1, _KERNEL,
+              k.name, 0, k.ts_us, k.dur_us)
     gap = gap_before(trace, roles.kernel_phase)
     mine = np.isin(roles.kernel_role, [R[r] for r in ADAPTER_ROLES]) | (
         (roles.kernel_role == R["accumulate_grad"]) & (roles.kernel_layer >= 0))
-    _accumulate(value, layer, pos, np.where(mine, k.step, -1), roles.kernel_phase,
-                np.full(len(k.name), C["dispatch"]), roles.kernel_layer, gap)
-    ok = mine & (k.step >= 0) & np.isin(roles.kernel_phase, TRACED)
     part = np.array([DISPATCH_PARTS.index(ROLES[r]) if ROLES[r] in DISPATCH_PARTS else 0
-                     for r in roles.kernel_role[ok]], dtype=np.int64)
-    np.add.at(dispatch, (pos[k.step[ok]], part), gap[ok])
+                     for r in roles.kernel_role], dtype=np.int64)
+    items.add(pos, np.where(mine, k.step, -1), roles.kernel_phase, C["dispatch"], roles.kernel_layer, part,
+              _IDLE, k.name, 0, k.ts_us, gap)
 
 
 def _off_path_nodes(trace, roles, costs, pos, n_steps, gpu) -> list:

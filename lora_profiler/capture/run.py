@@ -2,19 +2,20 @@
 
 Order of work (all on one model, one batch, one seed):
 
-1. warm-up steps for every mode and variant, interleaved;
-2. timed steps, one round at a time, each round running every mode (and variant) once in a
-   rotated order so machine drift cannot favour a mode. Neither the profiler nor the capture
-   hooks are installed while steps are timed: the times are the user's own;
-3. the capture hooks installed; one accounting forward per training mode with saved-tensor hooks;
-4. the profiler's own cost calibrated by known-answer loops (``calibrate``), in this process;
-5. optimizers dropped, then the profiled runs, interleaved like the timed steps: in each of
-   ``active`` rounds every base mode runs one short profiler session (``wait`` + ``warmup``
-   steps, then one recorded step; record_shapes and profile_memory on) with a fresh optimizer,
-   written with ``tensorboard_trace_handler`` to ``OUT/tb/<mode>/`` — one file per round, with
-   the round's own ``ProfilerStep#`` number, so every round is its own step for the analysis;
-6. what each variant changed (and the microbenchmarks its predicted saving scales by);
-7. ``facts.json`` written atomically.
+1. warm-up rounds: every mode and variant, interleaved;
+2. the capture hooks installed for one accounting forward per training mode (saved tensors),
+   then removed;
+3. the profiler's own cost calibrated by known-answer loops (``calibrate``), in this process;
+4. the timed rounds, each running every mode (and variant) once in a rotated order so machine
+   drift cannot favour a mode, with neither profiler nor hooks: the times are the user's own.
+   The profiled rounds are spread among them, so timed and profiled steps see the same drift
+   (the allocator's state, clocks, other load): in a profiled round the hooks are installed and
+   every base mode runs one short profiler session (``wait`` + ``warmup`` steps, then one
+   recorded step; record_shapes and profile_memory on) on its own runner, written with
+   ``tensorboard_trace_handler`` to ``OUT/tb/<mode>/`` — one file per round, with the round's
+   own ``ProfilerStep#`` number, so every round is its own step for the analysis;
+5. what each variant changed (and the microbenchmarks its predicted saving scales by);
+6. ``facts.json`` written atomically.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from .calibrate import calibrate
 from .gpu import GpuSampler
 from .hooks import ModuleHooks
 from .saved import measure_saved
-from .step import PHASES, ModeFailure, StepRunner
+from .step import PHASES, ModeFailure, StepRunner, as_failure
 
 FACTS_VERSION = 2
 
@@ -125,6 +126,14 @@ def _rotated(modes: list, rnd: int) -> list:
     first (after another mode's step) or last."""
     k = rnd % max(len(modes), 1)
     return modes[k:] + modes[:k]
+
+
+def profile_positions(steps: int, rounds: int) -> list[int]:
+    """After which timed rounds (0-based) the profiled rounds run: spread evenly over the timed
+    ones, several after the last when there are more profiled than timed rounds."""
+    if steps <= 0:
+        return [0] * rounds
+    return sorted(min(steps - 1, int((i + 0.5) * steps / rounds)) for i in range(rounds))
 
 
 def _tensor_bytes(tensors) -> int:
@@ -229,58 +238,80 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
     def ok(names):
         return [m for m in names if results[m]["status"] == "ok"]
 
-    torch.manual_seed(options.seed)
-    try:
-        # 1-2. warm-up and timed rounds: no hooks, no profiler.
-        for rnd in range(options.warmup_steps + options.steps):
-            for mode in _rotated(ok(timed), rnd):
-                is_timed = rnd >= options.warmup_steps
-                if is_timed and sampler is not None:
-                    sampler.start()
+    def timed_round(rnd: int, record: bool):
+        for mode in _rotated(ok(timed), rnd):
+            if record and sampler is not None:
+                sampler.start()
+            try:
+                run_one(mode, record=record)
+            except ModeFailure as exc:
+                fail(mode, exc)
+            finally:
+                if sampler is not None:
+                    sampler.stop()
+                    got = sampler.take()
+                    if got is not None and record:
+                        results[mode].setdefault("_gpu", []).append(got)
+            bar.update(f"{'timing' if record else 'warm-up'} {mode}")
+
+    def profiled_round(rnd: int):
+        nonlocal hooks
+        leave_variant(workload)  # the scopes go on the base model, not a variant's modules
+        hooks = ModuleHooks(workload.model, workload.adapters)
+        try:
+            for mode in _rotated(ok(profiled_modes), rnd):
                 try:
-                    run_one(mode, record=is_timed)
+                    if mode not in runners:
+                        runners[mode] = StepRunner(workload, switch_mode(workload, mode, input_grad), lr=options.lr)
+                    files = _profile_session(workload, mode, input_grad, runners[mode], options, out_dir,
+                                             results[mode], bar, rnd)
+                    results[mode].setdefault("trace_files", []).extend(files)
                 except ModeFailure as exc:
                     fail(mode, exc)
                 finally:
-                    if sampler is not None:
-                        sampler.stop()
-                        got = sampler.take()
-                        if got is not None and is_timed:
-                            results[mode].setdefault("_gpu", []).append(got)
-                bar.update(f"{'timing' if is_timed else 'warm-up'} {mode}")
+                    hooks.reset()
+        finally:
+            hooks.remove()
+            hooks = None
 
-        # 3. memory and saved activations, one mode at a time, under the capture hooks (put on
-        # the model as it is in the base modes: no variant's swapped modules)
+    torch.manual_seed(options.seed)
+    try:
+        # 1. warm-up rounds: no hooks, no profiler.
+        for rnd in range(options.warmup_steps):
+            timed_round(rnd, record=False)
+        # 2. memory and saved activations, one mode at a time, under the capture hooks.
         leave_variant(workload)
         hooks = ModuleHooks(workload.model, workload.adapters)
         for mode in modes:
+            if mode not in runners and results[mode]["status"] == "ok":
+                runners[mode] = StepRunner(workload, switch_mode(workload, mode, input_grad), lr=options.lr)
             _account(workload, mode, input_grad, runners.get(mode), results[mode], hooks, fail)
             if mode_kind(mode) != "forward":
                 bar.update(f"accounting {mode}")
+        hooks.remove()
+        hooks = None
         for v in variants:
             if results[v]["status"] == "ok":
                 cfg = switch_mode(workload, v, input_grad)
                 results[v]["trainable_params"] = int(sum(p.numel() for p in cfg.trainable))
+        # 3. the profiler's own cost, measured before any profiled round.
+        profiling = sched is not None and bool(ok(profiled_modes))
+        if profiling and options.calibrate:
+            bar.update("calibrating the profiler")
+            calibration = calibrate(workload.device, _dtype(workload))
+        # 4. timed rounds (no hooks, no profiler), with the profiled rounds spread among them so
+        # both see the same drift of the machine (allocator state, clocks, other load).
+        after = profile_positions(options.steps, sched.active) if profiling else []
+        done = 0
+        for i in range(options.steps):
+            timed_round(options.warmup_steps + i, record=True)
+            while done < len(after) and after[done] == i:
+                profiled_round(done)
+                done += 1
         for runner in runners.values():
             runner.release()
         runners.clear()
-
-        # 4-5. the profiler's own cost, then the profiled rounds.
-        if sched is not None and ok(profiled_modes):
-            if options.calibrate:
-                bar.update("calibrating the profiler")
-                calibration = calibrate(workload.device, _dtype(workload))
-            for rnd in range(sched.active):
-                for mode in _rotated(ok(profiled_modes), rnd):
-                    try:
-                        files = _profile_session(workload, mode, input_grad, options, out_dir,
-                                                 results[mode], bar, rnd)
-                        results[mode].setdefault("trace_files", []).extend(files)
-                    except ModeFailure as exc:
-                        fail(mode, exc)
-                    finally:
-                        hooks.reset()
-        # 6. what each variant changed, with the microbenchmarks its prediction scales by.
+        # 5. what each variant changed, with the microbenchmarks its prediction scales by.
         switch_mode(workload, "lora" if "lora" in modes else modes[0], input_grad)
         for v in variants + [m for m in modes if m not in MODES]:
             if results[v]["status"] == "ok":
@@ -369,8 +400,8 @@ def _account(workload: Workload, mode: str, input_grad: InputGrad, runner: Optio
             res["saved_activations"] = measure_saved(workload.model, hooks, runner.forward_loss)
             mem["accounted_bytes"] = (mem["param_bytes"] + mem["grad_bytes"] + mem["optimizer_state_bytes"]
                                       + res["saved_activations"]["total_bytes"])
-        except ModeFailure as exc:
-            fail(mode, exc)
+        except Exception as exc:  # the user's loss or model raised in this mode
+            fail(mode, as_failure(exc))
     else:
         res["saved_activations"] = {"total_bytes": 0, "by_category": {"base": 0, "adapter": 0, "other": 0},
                                     "by_module": {}, "tensors": 0}
@@ -385,9 +416,10 @@ def _shape_counts(params) -> list:
     return [[list(k), v] for k, v in sorted(counts.items())]
 
 
-def _profile_session(workload: Workload, mode: str, input_grad: InputGrad, options: CaptureOptions,
-                     out_dir: Path, res: dict, bar: _Progress, rnd: int) -> list[str]:
-    """One profiler session of ``mode`` recording one step; returns the trace files written
+def _profile_session(workload: Workload, mode: str, input_grad: InputGrad, runner: StepRunner,
+                     options: CaptureOptions, out_dir: Path, res: dict, bar: _Progress, rnd: int) -> list[str]:
+    """One profiler session of ``mode`` (the mode's own runner: its optimizer, no second copy)
+    recording one step; returns the trace files written
     (relative to out_dir). The session skips ``rnd`` rounds' worth of step numbers first, so the
     recorded step of round r is ``ProfilerStep#(r * steps_per_round + wait + warmup)``: distinct
     in every round. On CUDA, ``memory.peak_bytes`` keeps the largest recorded-step peak."""
@@ -399,33 +431,30 @@ def _profile_session(workload: Workload, mode: str, input_grad: InputGrad, optio
     trace_dir = out_dir / "tb" / mode
     trace_dir.mkdir(parents=True, exist_ok=True)
     before = set(trace_dir.iterdir())
-    runner = StepRunner(workload, switch_mode(workload, mode, input_grad), lr=options.lr)
+    runner.config = switch_mode(workload, mode, input_grad)
     total = sched.steps_per_round
     skip = rnd * total
-    try:
-        with profile(activities=activities,
-                     schedule=schedule(wait=sched.wait, warmup=sched.warmup, active=1, repeat=1,
-                                       skip_first=skip),
-                     on_trace_ready=tensorboard_trace_handler(str(trace_dir), worker_name=mode,
-                                                              use_gzip=options.gzip_traces),
-                     record_shapes=True, profile_memory=True, with_stack=False) as prof:
-            for _ in range(skip):  # nothing runs or is recorded: the step counter moves on
-                prof.step()
-            for i in range(total):
-                if cuda and i == total - 1:
-                    torch.cuda.synchronize(workload.device)
-                    torch.cuda.reset_peak_memory_stats(workload.device)
-                runner.step()
-                prof.step()
-                bar.update(f"profiling {mode}")
-        if cuda:
-            peak = int(torch.cuda.max_memory_allocated(workload.device))
-            res["memory"]["peak_bytes"] = max(peak, res["memory"].get("peak_bytes") or 0)
-            res["memory"]["peak_source"] = "torch.cuda.max_memory_allocated over the profiled steps"
-        else:
-            res["memory"]["peak_source"] = ("CPU: the allocator events of the profiled steps (see "
-                                            "report attribution.peak_memory_bytes); accounted_bytes "
-                                            "= parameters + gradients + optimizer state + saved activations")
-    finally:
-        runner.release()
+    with profile(activities=activities,
+                 schedule=schedule(wait=sched.wait, warmup=sched.warmup, active=1, repeat=1,
+                                   skip_first=skip),
+                 on_trace_ready=tensorboard_trace_handler(str(trace_dir), worker_name=mode,
+                                                          use_gzip=options.gzip_traces),
+                 record_shapes=True, profile_memory=True, with_stack=False) as prof:
+        for _ in range(skip):  # nothing runs or is recorded: the step counter moves on
+            prof.step()
+        for i in range(total):
+            if cuda and i == total - 1:
+                torch.cuda.synchronize(workload.device)
+                torch.cuda.reset_peak_memory_stats(workload.device)
+            runner.step()
+            prof.step()
+            bar.update(f"profiling {mode}")
+    if cuda:
+        peak = int(torch.cuda.max_memory_allocated(workload.device))
+        res["memory"]["peak_bytes"] = max(peak, res["memory"].get("peak_bytes") or 0)
+        res["memory"]["peak_source"] = "torch.cuda.max_memory_allocated over the profiled steps"
+    else:
+        res["memory"]["peak_source"] = ("CPU: the allocator events of the profiled steps (see "
+                                        "report attribution.peak_memory_bytes); accounted_bytes "
+                                        "= parameters + gradients + optimizer state + saved activations")
     return sorted(str(p.relative_to(out_dir)) for p in set(trace_dir.iterdir()) - before)

@@ -19,6 +19,16 @@ class ModeFailure(RuntimeError):
     """A mode could not run (NaN loss, out of memory, the user's loss_fn raised...)."""
 
 
+def as_failure(exc: BaseException) -> ModeFailure:
+    """Any exception a mode's model, loss or optimizer raised, as one line."""
+    if isinstance(exc, ModeFailure):
+        return exc
+    if isinstance(exc, torch.OutOfMemoryError):
+        return ModeFailure(f"out of memory: {str(exc).splitlines()[0]}")
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return ModeFailure(f"{type(exc).__name__}: {first}")
+
+
 def _scope(name: str):
     if torch.autograd._profiler_enabled():
         return torch.profiler.record_function(phase_scope(name))
@@ -92,11 +102,8 @@ class StepRunner:
             t4 = time.perf_counter() if self.optimizer is not None else t3
         except ModeFailure:
             raise
-        except torch.OutOfMemoryError as exc:
-            raise ModeFailure(f"out of memory: {str(exc).splitlines()[0]}") from exc
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise ModeFailure(f"{type(exc).__name__}: {first}") from exc
+            raise as_failure(exc) from exc
         value = float(loss.detach())
         if not math.isfinite(value):
             raise ModeFailure(f"loss is {value} (not finite)")

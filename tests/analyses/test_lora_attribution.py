@@ -239,3 +239,19 @@ def test_matmul_intensity_from_dims():
     flops, _ = matmul_intensity([[32], [64, 32], [32, 32]], 2)  # addmm(bias, x, w)
     assert flops == 2 * 64 * 32 * 32
     assert matmul_intensity([[3]], 4) is None
+
+
+def test_typical_step_ignores_a_stall_in_one_round(tmp_path):
+    def stalled(t0=0, step=1):
+        e = lora_step(t0, step)
+        if step == 3:  # one round's blk.k matmul stalls 4 us (a preemption, a page fault)
+            for x in e:
+                if x["name"] == "aten::mm" and x["ts"] == t0 + 325:
+                    x["dur"] = 34
+        return e
+    frozen = rounds(tmp_path, frozen_step, "frozen")
+    att = attribute(ModeTrace(rounds(tmp_path, stalled, "lora"), CAL), ModeTrace(frozen, CAL),
+                    facts_for([1e-3] * 3, [6e-4] * 3))
+    rest = att["causes"]["rest_of_network"]
+    assert rest["seconds"] * 1e6 == pytest.approx(10)  # the typical step: lora's base mm 80 vs 70
+    assert rest["max"] * 1e6 == pytest.approx(14)  # the stalled round, shown in the spread
