@@ -140,9 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--dropout", type=_probability, default=0.05, help="LoRA dropout (default 0.05)")
     m = p.add_argument_group("measurement")
     m.add_argument("--modes", type=_modes, default=MODES, help="comma-separated subset of full,lora,frozen,forward")
-    m.add_argument("--steps", type=_positive_int, default=12,
-                   help="timed rounds: steps per mode, each round running every mode once (default 12)")
-    m.add_argument("--warmup", type=int, default=2, help="warm-up steps per mode (default 2)")
+    m.add_argument("--steps", type=_positive_int, default=15,
+                   help="timed steps per mode (default 15), run in rounds: each round runs every mode in "
+                        "turn, one untimed switch-in step then up to --block timed steps")
+    m.add_argument("--block", type=_positive_int, default=3,
+                   help="timed steps per mode and round (default 3)")
+    m.add_argument("--warmup", type=int, default=1, help="warm-up rounds, one step per mode each (default 1)")
     m.add_argument("--profile-steps", type=_positive_int, default=5,
                    help="profiled rounds: one recorded step per mode each; the attribution gives the "
                         "median over them with min-max (default 5)")
@@ -265,7 +268,7 @@ def run(args) -> tuple[int, dict]:
                          "runs: drop --no-profile")
     variants = (args.variants or VALIDATION_VARIANTS) if args.validate else ()
     options = CaptureOptions(
-        modes=args.modes, warmup_steps=args.warmup, steps=args.steps, seed=args.seed,
+        modes=args.modes, warmup_steps=args.warmup, steps=args.steps, block=args.block, seed=args.seed,
         profile=None if args.no_profile else ProfileSchedule(wait=0, warmup=1, active=args.profile_steps),
         variants=tuple(variants), calibrate=not args.no_calibrate)
     if not args.quiet:

@@ -129,9 +129,9 @@ def _sum_items(items: _Items, n_steps: int, n_layers: int):
         occ = idx - np.maximum.accumulate(np.where(start, idx, 0))  # k-th of its group in its round
         _, slot = np.unique(np.stack([g, occ], axis=1), axis=0, return_inverse=True)
         slot = slot.ravel()
-        grid = np.full((int(slot.max()) + 1, n_steps), np.nan)
+        grid = np.zeros((int(slot.max()) + 1, n_steps))  # a slot missing from a round took 0 there
         grid[slot, rr] = us[order]
-        med = np.nanmedian(grid, axis=1)  # (slots,) us
+        med = np.median(grid, axis=1)  # (slots,) us
         first = np.zeros(len(med), dtype=np.int64)
         first[slot[::-1]] = order[::-1]  # one item of each slot, for its attributes
         np.add.at(t_value, (cause[first], ph[first]), med)
@@ -180,8 +180,30 @@ def _cpu_values(trace, roles, costs, pos, items: _Items) -> None:
     self_us = ops.self_us - costs.op_cost_us()  # (ops,) exclusive time without the profiler's
     items.add(pos, ops.step, roles.op_phase, _cause_of(roles.op_role), roles.op_layer, -1, _OP, ops.name,
               ops.depth, ops.ts_us, self_us)
-    _cpu_dispatch_forward(trace, roles, costs, pos, items)
-    _cpu_dispatch_backward(trace, roles, costs, pos, items)
+    fwd = _cpu_dispatch_forward(trace, roles, costs, pos, items)
+    bwd = _cpu_dispatch_backward(trace, roles, costs, pos, items)
+    _cpu_other_nonop(trace, roles, costs, pos, items, fwd + bwd)
+
+
+def _cpu_other_nonop(trace, roles, costs, pos, items: _Items, dispatch: list) -> None:
+    """The rest of each phase's time outside ops (the Python of the other modules, the engine's
+    gaps before their nodes, the loss), less the profiler's cost there, as ``other``: with it,
+    every traced microsecond of a phase belongs to a cause or to the profiler."""
+    sc = trace.scopes
+    rows = np.flatnonzero(np.isin(roles.scope_phase, TRACED) & (sc.step >= 0))
+    if not rows.size:
+        return
+    ts, end, pid, tid, file = _scope_windows(trace, rows)
+    nonop = sc.dur_us[rows] - top_op_time(trace).window_sum(ts, end, pid, tid, file) \
+        - costs.free_cost_us(ts, end, pid, tid, file)
+    # less what the adapter path's dispatch already holds: (step, phase) -> us
+    held: dict = {}
+    for step, phase, us in dispatch:
+        for s_, p_, u in zip(step.tolist(), np.broadcast_to(phase, step.shape).tolist(), us.tolist()):
+            held[(s_, p_)] = held.get((s_, p_), 0.0) + u
+    phase = roles.scope_phase[rows]
+    rest = nonop - np.array([held.get((int(s_), int(p_)), 0.0) for s_, p_ in zip(sc.step[rows], phase)])
+    items.add(pos, sc.step[rows], phase, C["other"], -1, -1, _WINDOW, -2, 0, ts, rest)
 
 
 def _scope_windows(trace: Trace, rows: np.ndarray):
@@ -189,14 +211,14 @@ def _scope_windows(trace: Trace, rows: np.ndarray):
     return sc.ts_us[rows], sc.ts_us[rows] + sc.dur_us[rows], sc.pid[rows], sc.tid[rows], sc.file[rows]
 
 
-def _cpu_dispatch_forward(trace, roles, costs, pos, items: _Items) -> None:
+def _cpu_dispatch_forward(trace, roles, costs, pos, items: _Items) -> list:
     """Adapter-path time outside ops in each adapted layer's forward scope (less its base): each
     part scope's own non-op time, and the rest (the adapted layer's own Python) as the layer's."""
     sc = trace.scopes
     part = roles.scope_part
     layer_rows = np.array([i for i, p in enumerate(part) if p == ""], dtype=np.int64)
     if not layer_rows.size:
-        return
+        return []
     base_of = {int(sc.parent[i]): i for i, p in enumerate(part) if p == "base" and sc.parent[i] >= 0}
     ops_in = top_op_time(trace).window_sum
 
@@ -223,14 +245,15 @@ def _cpu_dispatch_forward(trace, roles, costs, pos, items: _Items) -> None:
         pidx = np.array([DISPATCH_PARTS.index(part[i]) for i in part_rows], dtype=np.int64)
         items.add(pos, sc.step[part_rows], FWD, dc, roles.scope_layer[part_rows], pidx, _WINDOW, -1, 0,
                   sc.ts_us[part_rows], parts_us)
+    return [(sc.step[layer_rows], FWD, path)]
 
 
-def _cpu_dispatch_backward(trace, roles, costs, pos, items: _Items) -> None:
+def _cpu_dispatch_backward(trace, roles, costs, pos, items: _Items) -> list:
     """The engine's gap before each adapter node and its AccumulateGrad, per thread."""
     ops = trace.ops
     top = np.flatnonzero(ops.is_top & (roles.op_phase == BWD))
     if not top.size:
-        return
+        return []
     top = top[np.lexsort((ops.ts_us[top], ops.tid[top], ops.pid[top], ops.file[top]))]
     end = ops.ts_us[top] + ops.dur_us[top]
     same = np.r_[False, (ops.tid[top][1:] == ops.tid[top][:-1]) & (ops.pid[top][1:] == ops.pid[top][:-1])
@@ -246,6 +269,7 @@ def _cpu_dispatch_backward(trace, roles, costs, pos, items: _Items) -> None:
     part = np.array([DISPATCH_PARTS.index(ROLES[r]) for r in role[sel]], dtype=np.int64)
     items.add(pos, ops.step[rows], BWD, C["dispatch"], roles.op_layer[rows], part, _GAP, ops.name[rows], 0,
               ops.ts_us[rows], gap)
+    return [(ops.step[rows], BWD, gap)]
 
 
 def gap_before(trace: Trace, phase: Optional[np.ndarray] = None) -> np.ndarray:

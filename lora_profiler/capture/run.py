@@ -63,8 +63,12 @@ class CaptureOptions:
     """How to measure."""
 
     modes: tuple[str, ...] = MODES
-    warmup_steps: int = 2
-    steps: int = 12
+    warmup_steps: int = 1
+    steps: int = 15
+    # Timed steps run in blocks: in each round every mode runs one untimed switch-in step (the
+    # allocator and caches settle to this mode, as in a real run of consecutive steps), then up
+    # to ``block`` timed steps.
+    block: int = 3
     seed: int = 0
     lr: float = 1e-5
     profile: Optional[ProfileSchedule] = field(default_factory=ProfileSchedule)
@@ -202,7 +206,9 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
     profiled_modes = [m for m in modes if m in MODES]
     sched = options.profile
     train_modes = sum(mode_kind(m) != "forward" for m in modes)
-    bar = _Progress(len(timed) * (options.warmup_steps + options.steps) + train_modes
+    block = max(1, options.block)
+    n_rounds = -(-options.steps // block)  # ceil
+    bar = _Progress(len(timed) * (options.warmup_steps + options.steps + n_rounds) + train_modes
                     + (len(profiled_modes) * sched.steps_per_round * sched.active if sched else 0), progress)
 
     runners: dict[str, StepRunner] = {}
@@ -239,20 +245,26 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
         return [m for m in names if results[m]["status"] == "ok"]
 
     def timed_round(rnd: int, record: bool):
+        """Each mode in turn: one switch-in step, then its timed steps of this round (or, for a
+        warm-up round, one untimed step)."""
+        n = min(block, options.steps - (rnd - options.warmup_steps) * block) if record else 0
         for mode in _rotated(ok(timed), rnd):
-            if record and sampler is not None:
-                sampler.start()
-            try:
-                run_one(mode, record=record)
-            except ModeFailure as exc:
-                fail(mode, exc)
-            finally:
-                if sampler is not None:
-                    sampler.stop()
-                    got = sampler.take()
-                    if got is not None and record:
-                        results[mode].setdefault("_gpu", []).append(got)
-            bar.update(f"{'timing' if record else 'warm-up'} {mode}")
+            for k in range(1 + n):
+                timing = k > 0
+                if timing and sampler is not None:
+                    sampler.start()
+                try:
+                    run_one(mode, record=timing)
+                except ModeFailure as exc:
+                    fail(mode, exc)
+                    break
+                finally:
+                    if sampler is not None:
+                        sampler.stop()
+                        got = sampler.take()
+                        if got is not None and timing:
+                            results[mode].setdefault("_gpu", []).append(got)
+                    bar.update(f"{'timing' if timing else 'warm-up' if not record else 'switching to'} {mode}")
 
     def profiled_round(rnd: int):
         nonlocal hooks
@@ -301,9 +313,9 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
             calibration = calibrate(workload.device, _dtype(workload))
         # 4. timed rounds (no hooks, no profiler), with the profiled rounds spread among them so
         # both see the same drift of the machine (allocator state, clocks, other load).
-        after = profile_positions(options.steps, sched.active) if profiling else []
+        after = profile_positions(n_rounds, sched.active) if profiling else []
         done = 0
-        for i in range(options.steps):
+        for i in range(n_rounds):
             timed_round(options.warmup_steps + i, record=True)
             while done < len(after) and after[done] == i:
                 profiled_round(done)
@@ -353,9 +365,11 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
         "environment": environment(workload.device, nvml_reason),
         "settings": {
             "modes": modes, "variants": variants, "warmup_steps": options.warmup_steps,
-            "steps": options.steps, "seed": options.seed, "lr": options.lr,
+            "steps": options.steps, "block": block, "timed_rounds": n_rounds, "switch_in_steps": 1,
+            "seed": options.seed, "lr": options.lr,
             "profile": asdict(sched) if sched else None,
-            "rounds": "every timed round runs each mode once, in an order rotated by one per round",
+            "rounds": ("every timed round runs each mode in turn, the order rotated by one per round: "
+                       "one untimed switch-in step, then up to `block` timed steps"),
             "hooks_while_timed": False,
         },
         "calibration": calibration,

@@ -71,16 +71,17 @@ def lora_step(t0=0, step=1):
 
 def frozen_step(t0=0, step=1):
     """The floor: the same network without the adapter path; its base mm 10 us faster, and it
-    computes blk.k's input gradient, which LoRA skips."""
+    computes blk.k's input gradient, which LoRA skips. Outside ops, its phases spend what LoRA's
+    spend outside the adapter path (83 us forward, 98 us backward, after the profiler's cost)."""
     e = [
         scope(f"ProfilerStep#{step}", 0, 1000),
-        scope("lp/phase/forward", 0, 400),
+        scope("lp/phase/forward", 0, 192),
         scope(L, 10, 102),  # the disabled adapted layer: its base, and 3 us of its own Python
         scope(L + "#base", 11, 99), op("aten::mm", 20, 70, seq=1, dims=[[64, 32], [32, 32]]),
-        scope(K, 320, 40), op("aten::mm", 325, 30, seq=7, dims=[[64, 32], [32, 32]]),
-        scope("lp/phase/backward", 400, 400),
-        op("autograd::engine::evaluate_function: MmBackward0", 590, 90, seq=1),
-        op("autograd::engine::evaluate_function: MmBackward0", 720, 40, seq=7),
+        scope(K, 120, 40), op("aten::mm", 125, 30, seq=7, dims=[[64, 32], [32, 32]]),
+        scope("lp/phase/backward", 200, 230),
+        op("autograd::engine::evaluate_function: MmBackward0", 210, 90, seq=1),
+        op("autograd::engine::evaluate_function: MmBackward0", 310, 40, seq=7),
     ]
     for x in e:
         x["ts"] += t0
@@ -241,17 +242,28 @@ def test_matmul_intensity_from_dims():
     assert matmul_intensity([[3]], 4) is None
 
 
+def stall(events, at, delta):
+    """The events as if the thread stopped for ``delta`` us at time ``at``: what starts later
+    starts later, what spans it lasts longer."""
+    out = []
+    for e in events:
+        e = dict(e)
+        if e["ts"] > at:
+            e["ts"] += delta
+        elif e.get("dur") is not None and e["ts"] + e["dur"] > at:
+            e["dur"] += delta
+        out.append(e)
+    return out
+
+
 def test_typical_step_ignores_a_stall_in_one_round(tmp_path):
     def stalled(t0=0, step=1):
         e = lora_step(t0, step)
-        if step == 3:  # one round's blk.k matmul stalls 4 us (a preemption, a page fault)
-            for x in e:
-                if x["name"] == "aten::mm" and x["ts"] == t0 + 325:
-                    x["dur"] = 34
-        return e
+        # one round's blk.k matmul stalls 300 us (a preemption, a page-fault storm)
+        return stall(e, t0 + 340, 300) if step == 3 else e
     frozen = rounds(tmp_path, frozen_step, "frozen")
     att = attribute(ModeTrace(rounds(tmp_path, stalled, "lora"), CAL), ModeTrace(frozen, CAL),
                     facts_for([1e-3] * 3, [6e-4] * 3))
     rest = att["causes"]["rest_of_network"]
     assert rest["seconds"] * 1e6 == pytest.approx(10)  # the typical step: lora's base mm 80 vs 70
-    assert rest["max"] * 1e6 == pytest.approx(14)  # the stalled round, shown in the spread
+    assert rest["max"] * 1e6 == pytest.approx(310)  # the stalled round, shown in the spread
