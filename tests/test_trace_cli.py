@@ -122,7 +122,10 @@ def test_tiny_preset_run_writes_report(capsys, tmp_path):
     assert "LoRA overhead over the frozen floor" in stdout
     assert (out / "report.md").read_text().startswith("# lora_profiler report")
     att = report["attribution"]
-    assert att["overhead_s"] == pytest.approx(t["lora"] - t["frozen"])
+    assert att["median_difference_s"] == pytest.approx(t["lora"] - t["frozen"])
+    pairs = sorted(a - b for a, b in zip(report["modes"]["lora"]["step_time_s"]["samples"],
+                                         report["modes"]["frozen"]["step_time_s"]["samples"]))
+    assert att["overhead_s"] == pytest.approx(sum(pairs) / len(pairs))  # 2 pairs: nothing trimmed
 
     # analyze reads the run folder again and finds the same attribution
     from lora_profiler.analyze import main as analyze_main

@@ -1,6 +1,7 @@
 """Attribute a mode's extra time over the frozen floor, T_mode - T_frozen, to its causes.
 
-The overhead is measured without the profiler (timed rounds, median step times). The causes are
+The overhead is measured without the profiler, in the timed steps: the trimmed mean of the paired
+differences T_mode,i - T_floor,i (``stats.paired_difference``), with its bootstrap interval. The causes are
 measured independently, in the profiled rounds: every cause is computed per round
 (``step_causes``: op time by role, corrected for the profiler's calibrated cost) and for the
 typical step (each op's median over the rounds, summed: a stall in one round does not move it);
@@ -190,9 +191,11 @@ def attribute(mode: ModeTrace, floor: Optional[ModeTrace], facts: dict, mode_nam
     groups = _groups(causes, per_round, gpu)
     t_mode, t_floor = stats.samples(facts, mode_name), stats.samples(facts, floor_name)
     overhead = overhead_ci = None
+    median_diff = None
     if t_mode is not None and t_floor is not None:
-        overhead = stats.median_difference(t_mode, t_floor)
-        overhead_ci = stats.paired_bootstrap(t_mode, t_floor, stats.median_difference)
+        overhead = stats.paired_difference(t_mode, t_floor)
+        overhead_ci = stats.paired_bootstrap(t_mode, t_floor, stats.paired_difference)
+        median_diff = stats.median_difference(t_mode, t_floor)
     explained = sum(c["seconds"] for c in causes.values())
     residual = overhead - explained if overhead is not None else None
     by_layer = _by_layer(mc, fc) if n_rounds else {}
@@ -201,6 +204,7 @@ def attribute(mode: ModeTrace, floor: Optional[ModeTrace], facts: dict, mode_nam
         "floor": floor_name,
         "overhead_s": overhead,
         "overhead_ci_s": overhead_ci,
+        "median_difference_s": median_diff,
         "causes": causes,
         "groups": groups,
         "components": {g: v["seconds"] for g, v in groups.items()},

@@ -73,14 +73,12 @@ def lora_attribution(facts: dict, traces: dict, prepared: Optional[dict] = None)
     out["vs_full"] = None
     if "full" in mt and median_step_s(facts, "full") is not None:
         full = attribute(mt["full"], floor, facts, "full", "frozen")
-        out["vs_full"] = {k: full[k] for k in ("overhead_s", "overhead_ci_s", "causes", "groups", "residual_s",
-                                               "residual_fraction", "rounds")}
+        out["vs_full"] = {k: full[k] for k in ("overhead_s", "overhead_ci_s", "median_difference_s", "causes",
+                                               "groups", "residual_s", "residual_fraction", "rounds")}
         out["vs_full"]["table"] = _table(out, full)
-        t = {m: median_step_s(facts, m) for m in ("full", "lora", "frozen")}
-        out["vs_full"]["net_saving_s"] = t["full"] - t["lora"]
-        ci = stats.paired_bootstrap(stats.samples(facts, "full"), stats.samples(facts, "lora"),
-                                    stats.median_difference)
-        out["vs_full"]["net_saving_ci_s"] = ci
+        sf, sl = stats.samples(facts, "full"), stats.samples(facts, "lora")
+        out["vs_full"]["net_saving_s"] = stats.paired_difference(sf, sl)
+        out["vs_full"]["net_saving_ci_s"] = stats.paired_bootstrap(sf, sl, stats.paired_difference)
     out["validation"] = validate(facts, out) or None
     modes = [m for m, e in facts.get("modes", {}).items() if e.get("status") == "ok"]
     out["reliability"] = reliability.findings(facts, out, profiler, modes)

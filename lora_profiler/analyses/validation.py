@@ -1,6 +1,7 @@
 """Check the attribution by ablation: the saving each variant should bring, predicted from the
 LoRA run's causes, against the saving measured (T_lora - T_variant, timed interleaved, no
-profiler). See ``workload/variants.py`` for what each variant changes.
+profiler; the trimmed mean of the paired step differences, like the overhead). See
+``workload/variants.py`` for what each variant changes.
 
 Predictions use only the lora mode's attribution and what the variant recorded in facts:
 
@@ -95,8 +96,8 @@ def validate(facts: dict, att: Optional[dict], base: str = "lora") -> list:
             continue
         t_var = stats.samples(facts, name)
         if t_base is not None and t_var is not None:
-            row["measured_s"] = stats.median_difference(t_base, t_var)
-            row["ci_s"] = stats.paired_bootstrap(t_base, t_var, stats.median_difference)
+            row["measured_s"] = stats.paired_difference(t_base, t_var)
+            row["ci_s"] = stats.paired_bootstrap(t_base, t_var, stats.paired_difference)
         pred, parts = predict(name, entry.get("variant") or {}, att)
         row["predicted_s"] = pred
         row["parts"] = parts
