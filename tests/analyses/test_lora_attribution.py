@@ -267,3 +267,60 @@ def test_typical_step_ignores_a_stall_in_one_round(tmp_path):
     rest = att["causes"]["rest_of_network"]
     assert rest["seconds"] * 1e6 == pytest.approx(10)  # the typical step: lora's base mm 80 vs 70
     assert rest["max"] * 1e6 == pytest.approx(310)  # the stalled round, shown in the spread
+
+
+def launch(ts, corr, tid=1):
+    return {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": ts, "dur": 4,
+            "pid": 1, "tid": tid, "args": {"correlation": corr}}
+
+
+def kernel(name, ts, dur, corr, stream=7):
+    return {"ph": "X", "cat": "kernel", "name": name, "ts": ts, "dur": dur, "pid": 0, "tid": stream,
+            "args": {"correlation": corr, "device": 0, "stream": stream}}
+
+
+def gpu_step(t0=0, step=1, stream_b=7):
+    """One CUDA step through one adapted layer. The base mm's kernel runs 20..80; lora_A's kernel
+    is launched at 74 but queued behind the base kernel (starts 80: no idle before it); lora_B's
+    launch comes late, the GPU idles 35 us before it. With ``stream_b`` lora_B runs on another
+    stream, where it waits for nothing."""
+    e = [
+        scope(f"ProfilerStep#{step}", 0, 1000),
+        scope("lp/phase/forward", 0, 300),
+        scope(L, 10, 200),
+        scope(L + "#base", 11, 49), op("aten::mm", 12, 40, seq=1, dims=[[64, 32], [32, 32]]), launch(14, 1),
+        scope(L + "#lora_A", 70, 40), op("aten::mm", 72, 30, seq=2, dims=[[64, 32], [32, 4]]), launch(74, 2),
+        scope(L + "#lora_B", 120, 40), op("aten::mm", 122, 30, seq=3, dims=[[64, 4], [4, 32]]), launch(124, 3),
+        kernel("gemm_base", 20, 60, 1),
+        kernel("gemm_lora_A", 80, 10, 2),
+        kernel("gemm_lora_B", 125, 10, 3, stream=stream_b),
+        scope("lp/phase/backward", 300, 300),
+        op("autograd::engine::evaluate_function: MmBackward0", 310, 40, seq=2), launch(315, 4),
+        kernel("gemm_lora_A_bwd", 330, 20, 4),
+    ]
+    for x in e:
+        x["ts"] += t0
+    return e
+
+
+def test_gpu_causes_from_kernels_and_idle(tmp_path):
+    trace = rounds(tmp_path, gpu_step, "gpu", n=2)
+    assert trace.device == "cuda"
+    att = attribute(ModeTrace(trace, CAL), None, facts_for([1e-3] * 2, [6e-4] * 2))
+    ph = {k: {p: round(x * 1e6, 6) for p, x in v["phases"].items()} for k, v in att["causes"].items()}
+    assert att["unit"] == "kernel" and "gpu_idle_in_adapter" in att["groups"]
+    # kernel time, not the ops' CPU time (and no profiler correction: kernels carry none)
+    assert ph["lora_A"] == {"forward": 10, "backward": 20} and ph["lora_B"] == {"forward": 10, "backward": 0}
+    # idle right before adapter kernels: lora_A queued behind the base kernel waited for nothing,
+    # lora_B's stream sat idle 125 - 90 = 35 us; the backward kernel follows the forward's (the
+    # loss and the engine), which is not the adapter path's launch
+    assert att["causes"]["dispatch"]["seconds"] * 1e6 == pytest.approx(35)
+
+
+def test_gpu_idle_is_per_stream(tmp_path):
+    trace = rounds(tmp_path, lambda t0=0, step=1: gpu_step(t0, step, stream_b=8), "gpu2", n=2)
+    att = attribute(ModeTrace(trace, CAL), None, facts_for([1e-3] * 2, [6e-4] * 2))
+    # on its own stream, lora_B's kernel is the stream's first: no idle is counted before it,
+    # whatever the other stream did
+    assert att["causes"]["dispatch"]["seconds"] == 0
+    assert att["causes"]["lora_B"]["phases"]["forward"] * 1e6 == pytest.approx(10)
