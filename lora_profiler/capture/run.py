@@ -169,7 +169,7 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     modes = [m for m in MODES if m in options.modes]
     hooks = ModuleHooks(workload.model, workload.adapters)
-    input_grad = InputGrad(workload.model)
+    input_grad = InputGrad(workload.model, workload.floor)
     sampler = GpuSampler(workload.device.index or 0) if workload.device.type == "cuda" else None
     nvml_reason = sampler.reason if sampler else "not used: no CUDA device"
     profiled_steps = ((options.profile.wait + options.profile.warmup + 1) * options.profile.active
@@ -272,6 +272,7 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
     finally:
         bar.close()
         hooks.remove()
+        input_grad.remove()
         if sampler is not None:
             sampler.stop()
 
@@ -290,7 +291,6 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
         entry["gpu_samples"] = gpu[-1] if gpu else None
         modes_out[mode] = entry
 
-    adapters = workload.adapters
     facts = {
         "version": FACTS_VERSION,
         "kind": "lora_profiler.facts",
@@ -302,12 +302,7 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
             "seed": options.seed, "lr": options.lr,
             "profile": asdict(options.profile) if options.profile else None,
         },
-        "adapters": {
-            "source": adapters.source, "modules": adapters.paths, "count": len(adapters.layers),
-            "rank": adapters.rank, "alpha": adapters.alpha, "dropout": adapters.dropout,
-            "targets": adapters.targets,
-            "trainable_params": int(sum(p.numel() for p in adapters.parameters())),
-        },
+        "adapters": workload.adapters.facts(),
         "modes": modes_out,
     }
     write_json(out_dir / "facts.json", facts)
