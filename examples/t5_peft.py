@@ -15,8 +15,8 @@ from transformers import T5Config, T5ForConditionalGeneration
 
 
 def build_model():
-    config = T5Config(vocab_size=2048, d_model=256, d_kv=32, d_ff=1024, num_layers=3,
-                      num_decoder_layers=3, num_heads=8, decoder_start_token_id=0)
+    config = T5Config(vocab_size=2048, d_model=256, d_kv=32, d_ff=1024, num_layers=2,
+                      num_decoder_layers=2, num_heads=8, decoder_start_token_id=0)
     lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["q", "k", "v", "o"])
     return get_peft_model(T5ForConditionalGeneration(config), lora)
 

@@ -22,7 +22,6 @@ from typing import Any
 
 from torch import nn
 
-from .batch import with_grad_inputs
 from .floor import InputGrad
 from .spec import Workload
 
@@ -46,9 +45,6 @@ def full_parameters(workload: Workload) -> list[nn.Parameter]:
     adapters = workload.adapters
     skip = {id(p) for p in adapters.parameters()} | {id(p) for p in adapters.inactive}
     return [p for p in workload.model.parameters() if id(p) not in skip]
-
-
-_with_grad_inputs = with_grad_inputs  # the old private name
 
 
 def switch_mode(workload: Workload, mode: str, input_grad: InputGrad) -> ModeConfig:
