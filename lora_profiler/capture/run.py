@@ -194,7 +194,7 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     modes = [m for m in MODES if m in options.modes] + [m for m in options.modes if m not in MODES]
     variants = [v for v in options.variants if v not in modes]
-    input_grad = InputGrad(workload.model)
+    input_grad = InputGrad(workload.model, workload.floor)
     sampler = GpuSampler(workload.device.index or 0) if workload.device.type == "cuda" else None
     nvml_reason = sampler.reason if sampler else "not used: no CUDA device"
     results = {m: {"status": "ok", "error": None} for m in modes + variants}
@@ -334,6 +334,7 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
         bar.close()
         if hooks is not None:
             hooks.remove()
+        input_grad.remove()
         if sampler is not None:
             sampler.stop()
 
@@ -356,7 +357,6 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
         entry["gpu_samples"] = gpu[-1] if gpu else None
         modes_out[mode] = entry
 
-    adapters = workload.adapters
     facts = {
         "version": FACTS_VERSION,
         "kind": "lora_profiler.facts",
@@ -373,12 +373,7 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
             "hooks_while_timed": False,
         },
         "calibration": calibration,
-        "adapters": {
-            "source": adapters.source, "modules": adapters.paths, "count": len(adapters.layers),
-            "rank": adapters.rank, "alpha": adapters.alpha, "dropout": adapters.dropout,
-            "targets": adapters.targets,
-            "trainable_params": int(sum(p.numel() for p in adapters.parameters())),
-        },
+        "adapters": workload.adapters.facts(),
         "modes": modes_out,
     }
     write_json(out_dir / "facts.json", facts)

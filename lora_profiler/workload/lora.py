@@ -107,14 +107,54 @@ def linear_module_names(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if n and linear_features(m) is not None]
 
 
-def resolve_targets(model: nn.Module, targets: Optional[Sequence[str]]) -> tuple[list[str], list[str]]:
+def output_layers(model: nn.Module, probe=None) -> list[str]:
+    """The model's output layer(s), by what they are, never by name.
+
+    - a linear-like layer whose weight is an ``nn.Embedding``'s weight (tied output embedding);
+    - a Hugging Face model's ``get_output_embeddings()``;
+    - with a dry forward (``probe``): the linear layers whose output the model returns (its
+      logits), and the last linear to run whose ``out_features`` is the vocabulary size;
+    - without one: the last linear layer (module order) whose ``out_features`` is the vocabulary
+      size, else the last linear layer.
+    """
+    modules = dict(model.named_modules())
+    linears = linear_module_names(model)
+    embed = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    found = [n for n in linears if id(getattr(modules[n], "weight", None)) in embed]
+    get_out = getattr(model, "get_output_embeddings", None)
+    if callable(get_out):
+        try:
+            out = get_out()
+        except Exception:
+            out = None
+        found += [n for n in linears if out is not None and modules[n] is out]
+    from .batch import vocab_size_of
+
+    vocab = vocab_size_of(model)
+    vocab_sized = [n for n in linears if vocab is not None and linear_features(modules[n])[1] == vocab]
+    if probe is not None:
+        found += [n for n in probe.output_modules if n in modules and linear_features(modules[n]) is not None]
+        ran = [n for n in probe.order if n in set(vocab_sized)]
+        found += ran[-1:]
+    elif vocab_sized:
+        found.append(vocab_sized[-1])
+    elif not found and linears:
+        found.append(linears[-1])
+    return list(dict.fromkeys(found))
+
+
+def resolve_targets(model: nn.Module, targets: Optional[Sequence[str]],
+                    probe=None) -> tuple[list[str], list[str]]:
     """Decide which modules to adapt.
 
     Args:
         model: the model to search.
         targets: patterns (a name suffix at a dot boundary, or a full-match regex); ``None``
             means the default: the attention projections of known architectures, otherwise
-            every linear layer; ``["all-linear"]`` means every linear layer except ``lm_head``.
+            every linear layer; ``["all-linear"]`` means every linear layer except the output
+            layer (``output_layers``).
+        probe: the model's dry forward (``probe.probe_forward``), if one ran: it finds the
+            output layer by what the model returns.
 
     Returns:
         (patterns actually used, names of the linear-like modules they select).
@@ -130,7 +170,8 @@ def resolve_targets(model: nn.Module, targets: Optional[Sequence[str]]) -> tuple
                 return list(candidate), chosen
         targets = ["all-linear"]
     if list(targets) == ["all-linear"]:
-        chosen = [n for n in linears if n.split(".")[-1] != "lm_head"]
+        skip = set(output_layers(model, probe))
+        chosen = [n for n in linears if n not in skip]
     else:
         chosen = [n for n in linears if any(_matches(n, t) for t in targets)]
     if not chosen:
@@ -143,18 +184,55 @@ def resolve_targets(model: nn.Module, targets: Optional[Sequence[str]]) -> tuple
     return list(targets), chosen
 
 
+def runnable_targets(model: nn.Module, names: Sequence[str], probe=None) -> tuple[list[str], list[str]]:
+    """Split chosen targets into those LoRA can wrap and notes on those it must not.
+
+    A module the step never calls — its parent reads its ``.weight`` directly, as
+    ``nn.MultiheadAttention`` does with ``out_proj`` (``F.multi_head_attention_forward``), or it
+    simply never runs — is skipped: wrapping it would break the parent or adapt nothing.
+
+    Returns:
+        (names to adapt, one note per skipped group).
+    """
+    modules = dict(model.named_modules())
+    kept, by_parent, unused = [], [], []
+    for name in names:
+        if isinstance(modules.get(name.rpartition(".")[0]), nn.MultiheadAttention):
+            by_parent.append(name)
+        elif probe is not None and not probe.ran(name):
+            unused.append(name)
+        else:
+            kept.append(name)
+    notes = []
+    if by_parent:
+        notes.append(f"not adapted: {', '.join(by_parent)} — nn.MultiheadAttention reads its "
+                     "out_proj.weight directly (F.multi_head_attention_forward) and never calls it; "
+                     "a LoRA wrapper there would break the attention")
+    if unused:
+        notes.append(f"not adapted: {', '.join(unused)} — never called as a module in the step "
+                     "(unused, or its parent reads its .weight directly)")
+    return kept, notes
+
+
 def inject_lora(model: nn.Module, names: Iterable[str], rank: int, alpha: float,
                 dropout: float) -> list[str]:
     """Replace each named linear-like module by a ``LoRALinear`` wrapping it, in place.
 
     Returns:
         The adapted module paths (each now a ``LoRALinear``).
+
+    Raises:
+        WorkloadError: a module cannot be adapted (named in the message).
     """
     done = []
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         base = getattr(parent, child)
-        setattr(parent, child, LoRALinear(base, rank=rank, alpha=alpha, dropout=dropout))
+        try:
+            setattr(parent, child, LoRALinear(base, rank=rank, alpha=alpha, dropout=dropout))
+        except Exception as exc:
+            raise WorkloadError(f"cannot adapt module {name!r} ({type(base).__name__}): "
+                                f"{type(exc).__name__}: {exc}") from exc
         done.append(name)
     return done

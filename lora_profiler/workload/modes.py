@@ -1,10 +1,17 @@
 """Training modes: which parameters train, whether the adapters run, whether backward runs.
 
-- ``full``    every base weight trainable (AdamW over all of them), adapters disabled.
-- ``lora``    base frozen, adapters enabled and trainable (AdamW over the adapters).
-- ``frozen``  every weight frozen, adapters disabled, but the input embedding's output requires
-              grad, so backward still runs through the whole network computing activation
-              gradients only: the floor LoRA cannot beat when it adapts the first layer.
+- ``full``    every base weight trainable (AdamW over all of them), adapters disabled. For a PEFT
+              model "base weight" is every parameter that is not an adapter's (LoRA A/B, DoRA
+              magnitude, other tuner weights, prompt encoders); a ``modules_to_save`` copy is
+              the module that runs in every mode, so it trains here, while the frozen original
+              PEFT keeps beside it never runs and trains in no mode.
+- ``lora``    adapters enabled; exactly what the adapter library trains is trainable (PEFT:
+              what it marked ``requires_grad`` when the model was built — A/B, DoRA
+              magnitudes, ``lora_only`` biases, ``modules_to_save`` copies; torchtune: its
+              adapter params; ours: A and B), AdamW over those.
+- ``frozen``  every weight frozen, adapters disabled, but the floor (``floor.py``: the outputs
+              of the input embeddings that run, or the float inputs) requires grad, so backward
+              still runs through the whole network computing activation gradients only.
 - ``forward`` forward only, under ``torch.no_grad``, adapters disabled.
 
 Variant modes (``workload/variants.py``: ``no-dropout``, ``fold-scale``, ``upper-half``,
@@ -16,10 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-import torch
 from torch import nn
 
 from ..names import BASE_MODES
+from .floor import InputGrad
 from .spec import Workload
 from .variants import Variant, make_variant
 
@@ -46,6 +53,9 @@ def variant_of(workload: Workload, mode: str) -> Optional[Variant]:
     return cache[mode]
 
 
+__all__ = ["MODES", "ModeConfig", "InputGrad", "switch_mode", "full_parameters", "leave_variant", "mode_kind"]
+
+
 @dataclass
 class ModeConfig:
     """The result of switching a workload into a mode."""
@@ -56,38 +66,11 @@ class ModeConfig:
     batch: Any  # the batch this mode feeds (frozen mode may mark float inputs as needing grad)
 
 
-def _base_parameters(model: nn.Module, adapter_params: list[nn.Parameter]) -> list[nn.Parameter]:
-    skip = {id(p) for p in adapter_params}
-    return [p for p in model.parameters() if id(p) not in skip]
-
-
-def _with_grad_inputs(batch: Any) -> Any:
-    """A copy of batch whose floating-point tensors require grad (frozen mode without embedding)."""
-    if isinstance(batch, torch.Tensor):
-        return batch.detach().requires_grad_(True) if batch.is_floating_point() else batch
-    if isinstance(batch, dict):
-        return {k: _with_grad_inputs(v) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(_with_grad_inputs(v) for v in batch)
-    return batch
-
-
-class InputGrad:
-    """Makes the first ``nn.Embedding``'s output require grad while ``active`` (frozen mode)."""
-
-    def __init__(self, model: nn.Module):
-        self.active = False
-        self.module: Optional[nn.Module] = next(
-            (m for m in model.modules() if isinstance(m, nn.Embedding)), None
-        )
-        if self.module is not None:
-            self.module.register_forward_hook(self._hook)
-
-    def _hook(self, module, args, output):
-        if self.active and torch.is_grad_enabled() and isinstance(output, torch.Tensor) \
-                and output.is_floating_point() and not output.requires_grad:
-            return output.requires_grad_(True)
-        return None
+def full_parameters(workload: Workload) -> list[nn.Parameter]:
+    """What the full mode trains: every parameter but the adapters' and those that never run."""
+    adapters = workload.adapters
+    skip = {id(p) for p in adapters.parameters()} | {id(p) for p in adapters.inactive}
+    return [p for p in workload.model.parameters() if id(p) not in skip]
 
 
 def leave_variant(workload: Workload) -> None:
@@ -106,7 +89,6 @@ def switch_mode(workload: Workload, mode: str, input_grad: InputGrad) -> ModeCon
     kind = mode_kind(mode)
     leave_variant(workload)
     model, adapters = workload.model, workload.adapters
-    adapter_params = adapters.parameters()
     adapters.set_enabled(kind == "lora")  # PEFT toggles requires_grad here; we set it below
     for p in model.parameters():
         p.requires_grad_(False)
@@ -118,17 +100,16 @@ def switch_mode(workload: Workload, mode: str, input_grad: InputGrad) -> ModeCon
         workload.mode_state["_undo"] = variant.apply(workload)
         trainable = variant.trainable(workload)
     elif kind == "full":
-        trainable = _base_parameters(model, adapter_params)
+        trainable = full_parameters(workload)
     elif kind == "lora":
-        trainable = adapter_params
+        trainable = adapters.trainable_parameters()
     else:
         trainable = []
     for p in trainable:
         p.requires_grad_(True)
     if kind == "frozen" or (variant is not None and variant.input_grad):
-        if input_grad.module is not None:
-            input_grad.active = True
-        else:
-            batch = _with_grad_inputs(batch)
+        input_grad.active = bool(input_grad.modules)
+        if input_grad.float_inputs or not input_grad.modules:
+            batch = input_grad.grad_batch(batch)
     model.train(True)  # the same ops in every mode; "forward" differs only by no_grad
     return ModeConfig(name=mode, trainable=trainable, backward=kind != "forward", batch=batch)

@@ -112,21 +112,19 @@ class Variant:
         raise NotImplementedError
 
     def trainable(self, workload: Workload) -> list[nn.Parameter]:
-        """The parameters the variant trains (default: the adapters of the enabled layers)."""
-        return _adapter_params([p for p in workload.adapters.layers if _enabled(workload, p)])
+        """The parameters the variant trains (default: the lora mode's, less the adapters of the
+        layers it disabled)."""
+        return _trainable_without(workload, [p for p in workload.adapters.layers if not _enabled(workload, p)])
 
     def describe(self, workload: Workload) -> dict:
         """What the variant changed, for facts.json (the analysis predicts its saving from it)."""
         return {"name": self.name, "summary": self.summary, "input_grad": self.input_grad}
 
 
-def _adapter_params(parts) -> list[nn.Parameter]:
-    seen: dict[int, nn.Parameter] = {}
-    for part in parts:
-        for mod in (part.lora_A, part.lora_B):
-            for p in mod.parameters():
-                seen.setdefault(id(p), p)
-    return list(seen.values())
+def _trainable_without(workload: Workload, parts) -> list[nn.Parameter]:
+    """The lora mode's trainable set without the parameters of ``parts``."""
+    skip = {id(p) for part in parts for p in part.parameters()}
+    return [p for p in workload.adapters.trainable_parameters() if id(p) not in skip]
 
 
 def _enabled(workload: Workload, part: AdapterPart) -> bool:
@@ -226,12 +224,12 @@ class UpperHalf(Variant):
     def describe(self, workload):
         out = super().describe(workload)
         out["removed_layers"] = lower_half(workload.adapters.paths)
-        out["optimizer"] = optimizer_times(workload.adapters.parameters(), self.trainable_after(workload))
+        out["optimizer"] = optimizer_times(workload.adapters.trainable_parameters(), self.trainable_after(workload))
         return out
 
     def trainable_after(self, workload) -> list[nn.Parameter]:
         low = set(lower_half(workload.adapters.paths))
-        return _adapter_params([p for p in workload.adapters.layers if p.path not in low])
+        return _trainable_without(workload, [p for p in workload.adapters.layers if p.path in low])
 
 
 def _set_layers_enabled(workload: Workload, parts, enabled: bool) -> None:
@@ -282,7 +280,11 @@ class RankX(Variant):
         return undo
 
     def trainable(self, workload):
-        return [p for part in workload.adapters.layers for m in self._modules(part) for p in m.parameters()]
+        """The new A and B, and whatever else the lora mode trains (DoRA magnitudes, biases)."""
+        replaced = {id(p) for part in workload.adapters.layers for m in (part.lora_A, part.lora_B)
+                    for p in m.parameters()}
+        new = [p for part in workload.adapters.layers for m in self._modules(part) for p in m.parameters()]
+        return new + [p for p in workload.adapters.trainable_parameters() if id(p) not in replaced]
 
     def describe(self, workload):
         out = super().describe(workload)
@@ -290,7 +292,7 @@ class RankX(Variant):
         out["factor"] = self.factor
         out["rank"] = [int(p.lora_A.out_features) for p in parts]
         out["matmuls"] = adapter_matmul_times(workload, self.factor)
-        out["optimizer"] = optimizer_times(workload.adapters.parameters(), self.trainable(workload))
+        out["optimizer"] = optimizer_times(workload.adapters.trainable_parameters(), self.trainable(workload))
         return out
 
 

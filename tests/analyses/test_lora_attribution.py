@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from lora_profiler.analyses.attribution import ModeTrace, attribute
-from lora_profiler.analyses.lora import lora_attribution
 from lora_profiler.analyses.lora_details import matmul_intensity
 from lora_profiler.analyses.lora_roles import ROLES, assign_roles
 from lora_profiler.analyses.step_causes import gap_before

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from lora_profiler.events import TraceError, fast, load_trace
 from lora_profiler.events import jsonstream
 
-from fuzzing import case, check_invariants, check_load, check_oracle, events, name_events
+from fuzzing import case, check_load, check_oracle, events, name_events
 
 # Deterministic (derandomize): the suite runs the same cases every time; benchmarks/bench_fuzz.py
 # explores with other seeds. Health checks off: generation time depends on the machine's load.

@@ -65,3 +65,48 @@ def test_mixed_adapter_kinds_rejected():
     model = nn.Sequential(TorchtuneStyleLoRA(8, 8, 2), LoRALinear(nn.Linear(8, 8), 2, 4))
     with pytest.raises(ValueError, match="mixes adapter kinds"):
         find_adapters(model)
+
+
+class TorchtuneStyleDoRA(TorchtuneStyleLoRA):
+    """torchtune's DoRALinear protocol: a magnitude parameter and adapter_params()."""
+
+    def __init__(self, d_in, d_out, rank):
+        super().__init__(d_in, d_out, rank)
+        self.rank, self.alpha = rank, 4.0
+        self.magnitude = nn.Parameter(torch.ones(d_out))
+
+    def adapter_params(self):
+        return ["lora_a.weight", "lora_b.weight", "magnitude"]
+
+
+def test_torchtune_dora_trainable_set_follows_adapter_params():
+    model = nn.Sequential(TorchtuneStyleDoRA(8, 8, 2), nn.ReLU(), TorchtuneStyleDoRA(8, 4, 2))
+    found = find_adapters(model)
+    assert [p.kind for p in found.layers] == ["dora", "dora"]
+    assert found.rank == 2 and found.layers[0].scaling == 2.0
+    expected = sum(2 * 8 + d * 2 + d for d in (8, 4))  # A, B, magnitude
+    assert sum(p.numel() for p in found.trainable_parameters()) == expected
+    assert not any(p is model[0].weight for p in found.trainable_parameters())
+    assert found.facts()["kinds"] == {"dora": 2}
+
+
+def test_lora_options_chosen():
+    from lora_profiler.workload.spec import LoraOptions
+
+    assert LoraOptions().chosen() == []
+    assert LoraOptions(rank=16, targets=("q",)).chosen() == ["rank", "targets"]
+    assert LoraOptions(given=frozenset({"rank"})).chosen() == ["rank"]
+
+
+def test_peft_model_given_lora_flags_gets_a_note():
+    peft = pytest.importorskip("peft")
+    transformers = pytest.importorskip("transformers")
+    from lora_profiler.workload.spec import LoraOptions, build_workload
+
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                                   num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2)
+    model = peft.get_peft_model(transformers.LlamaForCausalLM(cfg),
+                                peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"]))
+    wl = build_workload(model, torch.device("cpu"), LoraOptions(rank=16, targets=("all-linear",)), 2, 4)
+    assert "rank, targets not applied: the model has its own peft adapters" in " ".join(wl.notes)
+    assert wl.adapters.rank == 4 and len(wl.adapters.layers) == 1
