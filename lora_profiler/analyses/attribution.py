@@ -3,10 +3,10 @@
 The overhead is measured without the profiler, in the timed steps: the trimmed mean of the paired
 differences T_mode,i - T_floor,i (``stats.paired_difference``), with its bootstrap interval. The causes are
 measured independently, in the profiled rounds: every cause is computed per round
-(``step_causes``: op time by role, corrected for the profiler's calibrated cost) and for the
-typical step (each op's median over the rounds, summed: a stall in one round does not move it);
-each profiled round of the mode is paired with the floor's round of the same index (they ran side
-by side) for the min and max over rounds. The optimizer is measured, not traced: the timed
+(``step_causes``: op time by role, corrected for the profiler's calibrated cost), each profiled
+round of the mode paired with the floor's round of the same index (they ran side by side), and
+reported as the trimmed mean over the rounds (a disturbed round is cut, as in the overhead's
+estimate) with the min and max. The optimizer is measured, not traced: the timed
 optimizer and zero_grad phases, mode minus floor, per timed round. ``residual_s`` = overhead -
 sum of the causes is what they do not explain: nothing is fitted to make it small.
 
@@ -83,22 +83,8 @@ class ModeTrace:
         self.causes: StepCauses = step_causes(trace, self.roles, self.costs)
 
 
-def _round_causes(mode: StepCauses, floor: Optional[StepCauses], r: Optional[int]) -> dict:
-    """cause -> [forward us, backward us] of round ``r`` (mode minus floor); of the typical step
-    when ``r`` is None (the nodes' share: their median over rounds)."""
-    if r is None:
-        per = [_round_causes(mode, floor, i) for i in range(_rounds(mode, floor))]
-        mv = mode.typical_us
-        fv = floor.typical_us if floor is not None else np.zeros_like(mv)
-        d = mv - fv
-        out = {c: [float(d[C[_FROM_TRACE.get(c, c)], 0]), float(d[C[_FROM_TRACE.get(c, c)], 1])]
-               for c in CAUSES if _FROM_TRACE.get(c, c) in C}
-        floor_only = float(np.median([p["floor_only_nodes"][1] for p in per])) if per else 0.0
-        mode_only = float(np.median([p["mode_only_nodes"][1] for p in per])) if per else 0.0
-        out["floor_only_nodes"] = [0.0, floor_only]
-        out["mode_only_nodes"] = [0.0, mode_only]
-        out["rest_of_network"] = [float(d[C["other"], 0]), float(d[C["other"], 1]) - floor_only - mode_only]
-        return out
+def _round_causes(mode: StepCauses, floor: Optional[StepCauses], r: int) -> dict:
+    """cause -> [forward us, backward us] of round ``r`` (mode minus floor)."""
     mv = mode.value_us[r]
     fv = floor.value_us[r] if floor is not None and r < len(floor.value_us) else np.zeros_like(mv)
     d = mv - fv  # (trace causes, 2)
@@ -166,7 +152,6 @@ def attribute(mode: ModeTrace, floor: Optional[ModeTrace], facts: dict, mode_nam
     fc = floor.causes if floor is not None else None
     n_rounds = _rounds(mc, fc)
     per_round = [_round_causes(mc, fc, r) for r in range(n_rounds)]
-    typical = _round_causes(mc, fc, None) if n_rounds else {}
     causes: dict = {}
     for cause in CAUSES:
         if cause == "optimizer":
@@ -179,9 +164,9 @@ def attribute(mode: ModeTrace, floor: Optional[ModeTrace], facts: dict, mode_nam
         if not rows:
             continue
         arr = np.array(rows) * 1e-6  # (rounds, 2) s
-        t = typical[cause]
-        phases = {"forward": t[0] * 1e-6, "backward": t[1] * 1e-6}
-        # the typical step's value; min and max of the per-round totals
+        phases = {"forward": stats.trimmed_mean(arr[:, 0]), "backward": stats.trimmed_mean(arr[:, 1])}
+        # the phases' trimmed means summed (groups that split a cause by phase add up to the
+        # same); min and max of the per-round totals
         entry = {**stats.spread(arr.sum(axis=1)), "phases": phases, "source": "trace"}
         entry["seconds"] = phases["forward"] + phases["backward"]
         if cause in _OWN_OPS and entry["seconds"] < 0:
@@ -198,7 +183,7 @@ def attribute(mode: ModeTrace, floor: Optional[ModeTrace], facts: dict, mode_nam
         median_diff = stats.median_difference(t_mode, t_floor)
     explained = sum(c["seconds"] for c in causes.values())
     residual = overhead - explained if overhead is not None else None
-    by_layer = _by_layer(mc, fc) if n_rounds else {}
+    by_layer = _by_layer(mc, fc, n_rounds) if n_rounds else {}
     return {
         "mode": mode_name,
         "floor": floor_name,
@@ -209,9 +194,9 @@ def attribute(mode: ModeTrace, floor: Optional[ModeTrace], facts: dict, mode_nam
         "groups": groups,
         "components": {g: v["seconds"] for g, v in groups.items()},
         "by_layer": by_layer,
-        "dispatch_parts": {p: float(mc.typical_dispatch_us[i] - (fc.typical_dispatch_us[i] if fc is not None
-                                                                 else 0.0)) * 1e-6
-                           for i, p in enumerate(DISPATCH_PARTS)} if n_rounds else {},
+        "dispatch_parts": {p: stats.trimmed_mean(mc.dispatch_us[:n_rounds, i] - (
+            fc.dispatch_us[:n_rounds, i] if fc is not None else 0.0)) * 1e-6
+            for i, p in enumerate(DISPATCH_PARTS)} if n_rounds else {},
         "residual_s": residual,
         "residual_fraction": residual / overhead if residual is not None and overhead else None,
         "rounds": n_rounds,
@@ -261,9 +246,9 @@ def _median_part(c: Optional[dict], phase) -> float:
     return c["phases"][phase]
 
 
-def _by_layer(mc: StepCauses, fc: Optional[StepCauses]) -> dict:
-    """layer -> cause -> seconds in the typical step, for the adapter-path causes (the floor's
-    AccumulateGrad and dispatch of the same layer subtracted)."""
+def _by_layer(mc: StepCauses, fc: Optional[StepCauses], n_rounds: int) -> dict:
+    """layer -> cause -> seconds (trimmed mean over rounds) for the adapter-path causes (the
+    floor's AccumulateGrad and dispatch of the same layer subtracted, round by round)."""
     if not mc.layers:
         return {}
     keep = list(ADAPTER_ROLES) + ["accumulate_grad", "dispatch"]
@@ -271,9 +256,9 @@ def _by_layer(mc: StepCauses, fc: Optional[StepCauses]) -> dict:
     for li, path in enumerate(mc.layers):
         row = {}
         for cause in keep:
-            v = mc.typical_layer_us[li, C[cause]]
+            v = mc.layer_us[:n_rounds, li, C[cause]]
             if fc is not None and path in fc.layers and cause in ("accumulate_grad", "dispatch"):
-                v = v - fc.typical_layer_us[fc.layers.index(path), C[cause]]
-            row[{"accumulate_grad": "grad_accumulation"}.get(cause, cause)] = float(v) * 1e-6
+                v = v - fc.layer_us[:n_rounds, fc.layers.index(path), C[cause]]
+            row[{"accumulate_grad": "grad_accumulation"}.get(cause, cause)] = stats.trimmed_mean(v) * 1e-6
         out[path] = row
     return out

@@ -14,12 +14,8 @@ For each step window (one per profiled round, see docs/FORMAT.md), phase and ada
 
 GPU traces take kernel time per role instead of op time: kernel durations carry no profiler cost.
 
-Two estimates come out of the same items (an op's self time, a window's non-op time, a kernel):
-the per-round totals (for min and max over rounds), and the **typical step**: every item is
-matched with its counterparts in the other rounds (the k-th op of the same name, role, layer,
-depth and phase: execution is deterministic), its median over the rounds is taken, and the
-medians are summed. A stall that hits one op in one round does not move the typical step; a
-round-level sum would carry it whole.
+Every round's items (an op's self time, a window's non-op time, a kernel) are summed per cause,
+phase, layer and dispatch part; the attribution combines the rounds (``attribution``).
 """
 
 from __future__ import annotations
@@ -58,8 +54,6 @@ class StepCauses:
             adapter path (their ops' exclusive corrected time).
         events: (steps,) recorded events per step (ops + allocator events + scopes).
         layers: adapted layer paths.
-        typical_us, typical_layer_us, typical_dispatch_us: the typical step (the sum of every
-            item's median over rounds), shaped like one step of value_us, layer_us, dispatch_us.
     """
 
     gpu: bool
@@ -70,14 +64,11 @@ class StepCauses:
     nodes: list
     events: np.ndarray
     layers: list
-    typical_us: np.ndarray
-    typical_layer_us: np.ndarray
-    typical_dispatch_us: np.ndarray
 
 
 class _Items:
     """Timed items of a trace: (round, phase, cause, layer, dispatch part, kind, name, depth, ts,
-    us) rows, gathered from several sources, then summed per round and as a typical step."""
+    us) rows, gathered from several sources, then summed per round."""
 
     def __init__(self):
         self.cols: list[tuple] = []
@@ -104,7 +95,7 @@ class _Items:
 
 
 def _sum_items(items: _Items, n_steps: int, n_layers: int):
-    """(per-round value, layer, dispatch arrays), and the same for the typical step."""
+    """Per-round sums: (value, layer, dispatch) arrays."""
     r, ph, cause, lay, part, kind, name, depth, ts, us = items.arrays()
     value = np.zeros((n_steps, len(TRACE_CAUSES), 2))
     layer = np.zeros((n_steps, n_layers, len(TRACE_CAUSES)))
@@ -114,32 +105,7 @@ def _sum_items(items: _Items, n_steps: int, n_layers: int):
     np.add.at(layer, (r[has], lay[has], cause[has]), us[has])
     hp = part >= 0
     np.add.at(dispatch, (r[hp], part[hp]), us[hp])
-    # the typical step: match items across rounds, take each one's median, sum
-    t_value = np.zeros((len(TRACE_CAUSES), 2))
-    t_layer = np.zeros((n_layers, len(TRACE_CAUSES)))
-    t_dispatch = np.zeros(len(DISPATCH_PARTS))
-    if us.size:
-        key = np.stack([ph, cause, lay, part, kind, name, depth], axis=1)
-        _, group = np.unique(key, axis=0, return_inverse=True)
-        group = group.ravel()
-        order = np.lexsort((ts, group, r))
-        g, rr = group[order], r[order]
-        start = np.r_[True, (g[1:] != g[:-1]) | (rr[1:] != rr[:-1])]
-        idx = np.arange(len(g))
-        occ = idx - np.maximum.accumulate(np.where(start, idx, 0))  # k-th of its group in its round
-        _, slot = np.unique(np.stack([g, occ], axis=1), axis=0, return_inverse=True)
-        slot = slot.ravel()
-        grid = np.zeros((int(slot.max()) + 1, n_steps))  # a slot missing from a round took 0 there
-        grid[slot, rr] = us[order]
-        med = np.median(grid, axis=1)  # (slots,) us
-        first = np.zeros(len(med), dtype=np.int64)
-        first[slot[::-1]] = order[::-1]  # one item of each slot, for its attributes
-        np.add.at(t_value, (cause[first], ph[first]), med)
-        fl = lay[first]
-        np.add.at(t_layer, (fl[fl >= 0], cause[first][fl >= 0]), med[fl >= 0])
-        fp = part[first]
-        np.add.at(t_dispatch, fp[fp >= 0], med[fp >= 0])
-    return value, layer, dispatch, t_value, t_layer, t_dispatch
+    return value, layer, dispatch
 
 
 _OP, _WINDOW, _GAP, _KERNEL, _IDLE = range(5)  # item kinds
@@ -157,14 +123,13 @@ def step_causes(trace: Trace, roles: Roles, costs: EventCosts) -> StepCauses:
         _gpu_values(trace, roles, pos, items)
     else:
         _cpu_values(trace, roles, costs, pos, items)
-    value, layer, dispatch, t_value, t_layer, t_dispatch = _sum_items(items, n_steps, n_layers)
+    value, layer, dispatch = _sum_items(items, n_steps, n_layers)
     nodes = _off_path_nodes(trace, roles, costs, pos, n_steps, gpu)
     events = np.bincount(pos[np.maximum(trace.ops.step, 0)][trace.ops.step >= 0], minlength=n_steps)[:n_steps] \
         + np.bincount(pos[np.maximum(trace.memory.step, 0)][trace.memory.step >= 0], minlength=n_steps)[:n_steps] \
         + np.bincount(pos[np.maximum(trace.scopes.step, 0)][trace.scopes.step >= 0], minlength=n_steps)[:n_steps]
     return StepCauses(gpu=gpu, steps=steps, value_us=value, layer_us=layer, dispatch_us=dispatch,
-                      nodes=nodes, events=events.astype(np.float64), layers=list(roles.layers),
-                      typical_us=t_value, typical_layer_us=t_layer, typical_dispatch_us=t_dispatch)
+                      nodes=nodes, events=events.astype(np.float64), layers=list(roles.layers))
 
 
 def _cause_of(role: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Figures of the attribution, drawn from a report dict alone.
 
-- (b) ``overhead_figure``: LoRA's overhead over the frozen floor, cause by cause, each a median
+- (b) ``overhead_figure``: LoRA's overhead over the frozen floor, cause by cause, each a trimmed mean
   with its min–max over the profiled rounds; the measured overhead with its 95% interval; the
   residual. Negative causes (time LoRA saves, e.g. the floor's input gradients it skips) are
   drawn to the left of zero, never hidden behind the others.
@@ -96,7 +96,7 @@ def overhead_figure(report: dict) -> Figure:
                 ax.plot(lo, yi, marker="<", color="black", markersize=3, clip_on=False)
             if ci and ci[1] is not None and ci[1] * k > hi:
                 ax.plot(hi, yi, marker=">", color="black", markersize=3, clip_on=False)
-        ax.set_xlabel(f"time per step ({unit}); bars: median, whiskers: min–max over "
+        ax.set_xlabel(f"time per step ({unit}); bars: trimmed mean, whiskers: min–max over "
                       f"{att.get('rounds')} profiled rounds (overhead: 95% interval)", fontsize=6)
         label_device(fig, report.get("environment"))
     return fig

@@ -63,8 +63,8 @@ def _attribution_md(att: dict) -> list:
     out = ["", "## Where LoRA's overhead goes", "",
            f"Overhead T_lora − T_frozen = {fmt_s(total)} per step{_ci(att.get('overhead_ci_s'))}, "
            f"measured without the profiler. Each cause is measured in the {att.get('rounds')} profiled "
-           "rounds (corrected for the profiler's own calibrated cost): median, and min–max over rounds.", "",
-           "| cause | median per step | min – max | share |", "|---|---|---|---|"]
+           "rounds (corrected for the profiler's own calibrated cost): trimmed mean, and min–max over rounds.", "",
+           "| cause | per step | min – max over rounds | share |", "|---|---|---|---|"]
     for name, c in sorted((att.get("causes") or {}).items(), key=lambda kv: -abs(kv[1]["seconds"] or 0)):
         flag = " (clipped at 0)" if c.get("clipped") else ""
         out.append(f"| {labels.get(name, name)} | {fmt_s(c['seconds'])}{flag} | {fmt_s(c.get('min'))} – "

@@ -65,7 +65,7 @@ def attribution_text(att: dict) -> str:
     causes = att.get("causes") or {}
     labels = att.get("labels") or {}
     n = att.get("rounds")
-    lines.append(f"  {'cause':28s} {'median':>9s}  {'min – max over ' + str(n) + ' rounds':>24s} {'share':>7s}")
+    lines.append(f"  {'cause':28s} {'per step':>9s}  {'min – max over ' + str(n) + ' rounds':>24s} {'share':>7s}")
     for name, c in sorted(causes.items(), key=lambda kv: -abs(kv[1]["seconds"] or 0)):
         if not c.get("seconds") and not c.get("clipped") and not c.get("min") and not c.get("max"):
             continue
