@@ -41,7 +41,7 @@ def traced_ms(report: dict) -> dict:
     run = Path(report["_run"])
     traces = load_mode_traces(run, report)
     mt = ModeTrace(traces["lora"], None)  # no calibration: raw traced time
-    typ = mt.causes.typical_us  # (causes, 2) us
+    typ = mt.causes.value_us.mean(axis=0)  # (causes, 2) us, the mean over rounds
     out = {}
     for cause in ("dropout", "lora_A", "lora_B", "scale", "add", "adapter_other", "dispatch"):
         out[cause] = float(typ[C[cause]].sum()) / 1e3
@@ -63,6 +63,14 @@ def one_run(extra: list, validate: bool) -> dict:
         raw = traced_ms(report)
     att = report["attribution"]
     overhead = att["overhead_s"]
+    from lora_profiler.analyses import stats
+
+    phases = {}
+    for ph in ("forward", "backward", "optimizer"):
+        a = report["modes"]["lora"]["phase_samples_s"][ph]
+        b = report["modes"]["frozen"]["phase_samples_s"][ph]
+        phases[ph] = {"timed_ms": stats.paired_difference(a, b) * 1e3,
+                      "attributed_ms": sum(c["phases"].get(ph, 0.0) for c in att["causes"].values()) * 1e3}
     res = {
         "wall_s": wall,
         "calibration_s": (report.get("calibration") or {}).get("seconds"),
@@ -70,6 +78,7 @@ def one_run(extra: list, validate: bool) -> dict:
         "overhead_ci_ms": [x * 1e3 for x in att["overhead_ci_s"]] if att.get("overhead_ci_s") else None,
         "residual_pct": 100 * att["residual_s"] / overhead,
         "groups_pct": {g: 100 * v["seconds"] / overhead for g, v in att["groups"].items()},
+        "phases": phases,
         "causes_ms": {c: v["seconds"] * 1e3 for c, v in att["causes"].items()},
         "traced_ms": raw,
         "dense_zero": [c for c, ms in raw.items() if ms >= 1.0
@@ -97,6 +106,8 @@ def main() -> None:
               + ", ".join(f"{g} {v:.0f}%" for g, v in r["groups_pct"].items() if abs(v) >= 0.5)
               + (f"; ZERO dense causes {r['dense_zero']}" if r["dense_zero"] else "")
               + (f"; unreliable: {r['unreliable']}" if r["unreliable"] else ""), flush=True)
+        print("    per phase, timed (paired) vs attributed: " + ", ".join(
+            f"{ph} {d['timed_ms']:.1f} vs {d['attributed_ms']:.1f} ms" for ph, d in r["phases"].items()))
         for v in r["validation"]:
             if v["predicted_s"] is not None and v["measured_s"] is not None:
                 ci = v["ci_s"]

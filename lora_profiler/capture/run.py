@@ -425,6 +425,28 @@ def _shape_counts(params) -> list:
     return [[list(k), v] for k, v in sorted(counts.items())]
 
 
+def _trace_writer(folder: Path, worker: str, gzip_level1: bool):
+    """An ``on_trace_ready`` writing ``<worker>.<ns>.pt.trace.json[.gz]`` into ``folder`` (the
+    layout of ``tensorboard_trace_handler``, so TensorBoard lists it), gzip at level 1: as small
+    within a few percent, and ~0.25 s faster per trace than the handler's level 9 here."""
+    import gzip
+    import shutil
+    import time
+
+    def write(prof) -> None:
+        stem = folder / f"{worker}.{time.time_ns()}.pt.trace.json"
+        tmp = folder / f".{stem.name}.tmp"
+        prof.export_chrome_trace(str(tmp))
+        if gzip_level1:
+            with open(tmp, "rb") as src, gzip.open(f"{stem}.gz.tmp", "wb", compresslevel=1) as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            tmp.unlink()
+            os.replace(f"{stem}.gz.tmp", f"{stem}.gz")
+        else:
+            os.replace(tmp, stem)
+    return write
+
+
 def _profile_session(workload: Workload, mode: str, input_grad: InputGrad, runner: StepRunner,
                      options: CaptureOptions, out_dir: Path, res: dict, bar: _Progress, rnd: int) -> list[str]:
     """One profiler session of ``mode`` (the mode's own runner: its optimizer, no second copy)
@@ -432,7 +454,7 @@ def _profile_session(workload: Workload, mode: str, input_grad: InputGrad, runne
     (relative to out_dir). The session skips ``rnd`` rounds' worth of step numbers first, so the
     recorded step of round r is ``ProfilerStep#(r * steps_per_round + wait + warmup)``: distinct
     in every round. On CUDA, ``memory.peak_bytes`` keeps the largest recorded-step peak."""
-    from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
+    from torch.profiler import ProfilerActivity, profile, schedule
 
     sched = options.profile
     cuda = workload.device.type == "cuda"
@@ -446,8 +468,7 @@ def _profile_session(workload: Workload, mode: str, input_grad: InputGrad, runne
     with profile(activities=activities,
                  schedule=schedule(wait=sched.wait, warmup=sched.warmup, active=1, repeat=1,
                                    skip_first=skip),
-                 on_trace_ready=tensorboard_trace_handler(str(trace_dir), worker_name=mode,
-                                                          use_gzip=options.gzip_traces),
+                 on_trace_ready=_trace_writer(trace_dir, mode, options.gzip_traces),
                  record_shapes=True, profile_memory=True, with_stack=False) as prof:
         for _ in range(skip):  # nothing runs or is recorded: the step counter moves on
             prof.step()
