@@ -27,7 +27,12 @@ Causes (seconds per step; ``CAUSES``):
 - ``mode_only_nodes``: backward nodes off the adapter path only the mode runs (e.g. the
   embedding's weight gradient in full fine-tuning);
 - ``rest_of_network``: every other op, mode minus floor: how the mode slows (or speeds) the rest
-  of the step — memory and cache pressure, or noise.
+  of the step — memory and cache pressure, or noise;
+- ``page_faults_unseen``: page faults are inside the ops' times, so the trace sees those of the
+  profiled steps; when the timed steps faulted more or less (the C allocator returned freed memory
+  to the OS and the next step touched it again, or not), the difference, (mode minus floor,
+  timed minus profiled) faults per step times the calibrated cost of a fault, is time the trace
+  could not see.
 
 Groups (``GROUPS``, the report's ``components``) sum causes: ``adapter_matmul_fwd`` /
 ``adapter_matmul_bwd`` (lora_A + lora_B per phase), ``adapter_elementwise`` (dropout, scale,
@@ -49,7 +54,7 @@ from .profiler_cost import EventCosts
 from .step_causes import C, DISPATCH_PARTS, StepCauses, step_causes
 
 CAUSES = ADAPTER_ROLES + ("grad_accumulation", "grad_input_sum", "weight_grad", "dispatch", "optimizer",
-                          "floor_only_nodes", "mode_only_nodes", "rest_of_network")
+                          "floor_only_nodes", "mode_only_nodes", "rest_of_network", "page_faults_unseen")
 _FROM_TRACE = {"grad_accumulation": "accumulate_grad", "grad_input_sum": "engine"}
 # Causes that are time of the mode's own ops: below 0 only when the profiler-cost correction
 # took more than was traced (then clipped to 0 and flagged).
@@ -61,7 +66,7 @@ GROUPS = {
     "adapter_optimizer": ["optimizer"],
     "dispatch_overhead": ["dispatch"],
     "weight_gradients": ["weight_grad"],
-    "other_ops_delta": ["floor_only_nodes", "mode_only_nodes", "rest_of_network"],
+    "other_ops_delta": ["floor_only_nodes", "mode_only_nodes", "rest_of_network", "page_faults_unseen"],
 }
 LABELS = {
     "dropout": "dropout", "lora_A": "lora_A matmul", "lora_B": "lora_B matmul",
@@ -70,6 +75,7 @@ LABELS = {
     "weight_grad": "weight-gradient matmuls", "dispatch": "dispatch / launch",
     "optimizer": "optimizer", "floor_only_nodes": "input gradients skipped",
     "mode_only_nodes": "extra backward nodes", "rest_of_network": "rest of the network",
+    "page_faults_unseen": "page faults the trace missed",
 }
 
 
@@ -108,6 +114,38 @@ def _round_causes(mode: StepCauses, floor: Optional[StepCauses], r: int) -> dict
     out["mode_only_nodes"] = [0.0, mode_only]
     out["rest_of_network"] = [float(d[C["other"], 0]), float(d[C["other"], 1]) - floor_only - mode_only]
     assert abs(sum(out["rest_of_network"]) + floor_only + mode_only - other) < 1e-6
+    return out
+
+
+def page_faults(facts: dict, mode: str, floor: str) -> Optional[dict]:
+    """Minor page faults per step of the mode and the floor, timed and profiled, and the time of
+    those the trace could not see (None without fault counts or a calibrated fault cost)."""
+    modes = facts.get("modes") or {}
+    pm, pf = (modes.get(mode) or {}).get("page_faults"), (modes.get(floor) or {}).get("page_faults")
+    cost = (facts.get("calibration") or {}).get("page_fault_us")
+    if not pm or not pf or not pm.get("timed"):
+        return None
+    phases = [p for p in ("forward", "backward", "optimizer", "zero_grad") if p in pm["timed"]]
+
+    def per_step(d):
+        return {p: stats.trimmed_mean(d[p]) for p in phases} if d and all(d.get(p) for p in phases) else None
+
+    def diff(a, b):
+        return {p: stats.paired_difference(a[p], b[p]) for p in phases} if a and b else None
+
+    timed = diff(pm["timed"], pf["timed"])
+    prof = diff(pm.get("profiled"), pf.get("profiled"))
+    out = {"cost_us": cost,
+           "timed_per_step": {mode: per_step(pm["timed"]), floor: per_step(pf["timed"])},
+           "profiled_per_step": {mode: per_step(pm.get("profiled")), floor: per_step(pf.get("profiled"))},
+           "timed_difference": timed, "profiled_difference": prof,
+           "pairs": min(len(pm["timed"][phases[0]]), len(pf["timed"][phases[0]])),
+           "timed_difference_s": sum(timed.values()) * cost * 1e-6 if cost is not None else None,
+           "unseen_s": None, "unseen_by_phase_s": None}
+    if cost is not None and prof is not None:
+        by = {p: (timed[p] - prof[p]) * cost * 1e-6 for p in phases}
+        out["unseen_by_phase_s"] = by
+        out["unseen_s"] = sum(by.values())
     return out
 
 
@@ -154,6 +192,12 @@ def attribute(mode: ModeTrace, floor: Optional[ModeTrace], facts: dict, mode_nam
     per_round = [_round_causes(mc, fc, r) for r in range(n_rounds)]
     causes: dict = {}
     for cause in CAUSES:
+        if cause == "page_faults_unseen":
+            pf = page_faults(facts, mode_name, floor_name)
+            if pf and pf.get("unseen_s") is not None:
+                causes[cause] = {"seconds": pf["unseen_s"], "min": pf["unseen_s"], "max": pf["unseen_s"],
+                                 "n": pf["pairs"], "phases": pf["unseen_by_phase_s"], "source": "timed"}
+            continue
         if cause == "optimizer":
             vals = _optimizer_rounds(facts, mode_name, floor_name)
             if vals:
@@ -197,6 +241,7 @@ def attribute(mode: ModeTrace, floor: Optional[ModeTrace], facts: dict, mode_nam
         "dispatch_parts": {p: stats.trimmed_mean(mc.dispatch_us[:n_rounds, i] - (
             fc.dispatch_us[:n_rounds, i] if fc is not None else 0.0)) * 1e-6
             for i, p in enumerate(DISPATCH_PARTS)} if n_rounds else {},
+        "page_faults": page_faults(facts, mode_name, floor_name),
         "residual_s": residual,
         "residual_fraction": residual / overhead if residual is not None and overhead else None,
         "rounds": n_rounds,

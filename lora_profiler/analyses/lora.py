@@ -50,7 +50,8 @@ def lora_attribution(facts: dict, traces: dict, prepared: Optional[dict] = None)
         out["notes"] = ["no frozen trace: the causes are LoRA's own, not differences against the floor"]
     # the profiler: calibration, and what it leaves unexplained per mode and phase
     cal = facts.get("calibration") or {}
-    profiler = {"calibration": {k: cal.get(k) for k in ("cost_us", "spread_us", "check", "seconds", "settings")}
+    profiler = {"calibration": {k: cal.get(k) for k in ("cost_us", "spread_us", "check", "seconds", "settings",
+                                                        "page_fault_us")}
                 if cal else None,
                 "unexplained": {m: reliability.unexplained(x.trace, x.roles, x.costs, facts["modes"][m])
                                 for m, x in mt.items() if m in facts.get("modes", {})}}
@@ -74,7 +75,8 @@ def lora_attribution(facts: dict, traces: dict, prepared: Optional[dict] = None)
     if "full" in mt and median_step_s(facts, "full") is not None:
         full = attribute(mt["full"], floor, facts, "full", "frozen")
         out["vs_full"] = {k: full[k] for k in ("overhead_s", "overhead_ci_s", "median_difference_s", "causes",
-                                               "groups", "residual_s", "residual_fraction", "rounds")}
+                                               "groups", "residual_s", "residual_fraction", "rounds",
+                                               "page_faults")}
         out["vs_full"]["table"] = _table(out, full)
         sf, sl = stats.samples(facts, "full"), stats.samples(facts, "lora")
         out["vs_full"]["net_saving_s"] = stats.paired_difference(sf, sl)

@@ -184,9 +184,35 @@ def calibrate(device: torch.device, dtype: torch.dtype = torch.float32, *, recor
                 profiled[name].append(t)
             if r == 0:
                 counts = _count_events(trace_path, list(loops))
-    return _solve(plain, profiled, counts or {}, iterations, repeats,
-                  {"record_shapes": record_shapes, "profile_memory": profile_memory, "with_stack": False},
-                  time.perf_counter() - started)
+    out = _solve(plain, profiled, counts or {}, iterations, repeats,
+                 {"record_shapes": record_shapes, "profile_memory": profile_memory, "with_stack": False},
+                 time.perf_counter() - started)
+    out["page_fault_us"] = page_fault_cost()
+    out["seconds"] = time.perf_counter() - started
+    return out
+
+
+def page_fault_cost(megabytes: int = 64, repeats: int = 5) -> Optional[float]:
+    """Wall time of one minor page fault (us): filling fresh memory (just mapped by the
+    allocator: every page faults) against filling the same memory again (no faults), per fault,
+    median over repeats. None where the OS does not count page faults."""
+    from .step import minor_faults
+
+    n = megabytes << 20
+    costs = []
+    for _ in range(repeats):
+        buf = torch.empty(n, dtype=torch.uint8)  # large: mapped fresh, returned to the OS when freed
+        f0 = minor_faults()
+        t0 = time.perf_counter()
+        buf.fill_(1)
+        t1 = time.perf_counter()
+        faults = minor_faults() - f0
+        buf.fill_(2)
+        t2 = time.perf_counter()
+        del buf
+        if faults > 0:
+            costs.append(((t1 - t0) - (t2 - t1)) / faults * 1e6)
+    return float(np.median(costs)) if costs else None
 
 
 def _count_events(trace_path: Path, names: list) -> dict:

@@ -214,6 +214,7 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
     runners: dict[str, StepRunner] = {}
     samples: dict[str, list[float]] = {m: [] for m in timed}
     phases: dict[str, dict[str, list[float]]] = {m: {p: [] for p in PHASES} for m in timed}
+    faults: dict[str, dict[str, list[int]]] = {m: {p: [] for p in PHASES} for m in timed}
     losses: dict[str, float] = {}
     hooks: Optional[ModuleHooks] = None
     calibration = None
@@ -240,6 +241,7 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
             samples[mode].append(sum(t.values()))
             for p, v in t.items():
                 phases[mode][p].append(v)
+                faults[mode][p].append(int(runner.last_faults.get(p, 0)))
 
     def ok(names):
         return [m for m in names if results[m]["status"] == "ok"]
@@ -349,6 +351,7 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
             entry["step_time_s"] = time_stats(samples[mode])
             entry["phase_time_s"] = {p: float(np.median(v)) for p, v in phases[mode].items()}
             entry["phase_samples_s"] = {p: [float(x) for x in v] for p, v in phases[mode].items()}
+            entry["page_faults"] = {"timed": faults[mode], "profiled": res.get("_pf") or None}
             entry["loss"] = losses.get(mode)
         for key in ("trainable_params", "trainable_shapes", "memory", "saved_activations", "trace_files", "variant"):
             if key in res:
@@ -479,6 +482,9 @@ def _profile_session(workload: Workload, mode: str, input_grad: InputGrad, runne
             runner.step()
             prof.step()
             bar.update(f"profiling {mode}")
+    got = res.setdefault("_pf", {p: [] for p in PHASES})  # the recorded step's page faults
+    for p in PHASES:
+        got[p].append(int(runner.last_faults.get(p, 0)))
     if cuda:
         peak = int(torch.cuda.max_memory_allocated(workload.device))
         res["memory"]["peak_bytes"] = max(peak, res["memory"].get("peak_bytes") or 0)

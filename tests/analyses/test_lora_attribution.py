@@ -323,3 +323,31 @@ def test_gpu_idle_is_per_stream(tmp_path):
     # whatever the other stream did
     assert att["causes"]["dispatch"]["seconds"] == 0
     assert att["causes"]["lora_B"]["phases"]["forward"] * 1e6 == pytest.approx(10)
+
+
+def test_page_faults_the_trace_missed(tmp_path):
+    f = facts_for([1e-3] * 3, [6e-4] * 3)
+    zero = {"zero_grad": [0] * 3, "optimizer": [0] * 3}
+    f["modes"]["lora"]["page_faults"] = {"timed": {"forward": [3000, 3100, 2900], "backward": [1000] * 3, **zero},
+                                         "profiled": {"forward": [500] * 3, "backward": [0] * 3, **zero}}
+    f["modes"]["frozen"]["page_faults"] = {"timed": {"forward": [1000] * 3, "backward": [0] * 3, **zero},
+                                           "profiled": {"forward": [0] * 3, "backward": [0] * 3, **zero}}
+    f["calibration"] = {"page_fault_us": 0.5}
+    lora = rounds(tmp_path, lora_step, "lora")
+    att = attribute(ModeTrace(lora, CAL), ModeTrace(rounds(tmp_path, frozen_step, "frozen"), CAL), f)
+    pf = att["causes"]["page_faults_unseen"]
+    # timed: lora faulted 2000 more forward, 1000 more backward; profiled: 500 more forward
+    assert pf["phases"]["forward"] * 1e6 == pytest.approx((2000 - 500) * 0.5)
+    assert pf["phases"]["backward"] * 1e6 == pytest.approx(1000 * 0.5)
+    assert att["page_faults"]["timed_difference_s"] * 1e6 == pytest.approx(3000 * 0.5)
+    assert "page_faults_unseen" in att["groups"]["other_ops_delta"]["causes"]
+
+
+def test_page_fault_cost_is_measured():
+    from lora_profiler.capture.calibrate import page_fault_cost
+    from lora_profiler.capture.step import minor_faults
+
+    if minor_faults() == 0:
+        pytest.skip("this OS does not count page faults")
+    cost = page_fault_cost(megabytes=16, repeats=3)
+    assert cost is not None and 0.01 < cost < 50  # us per fault: a few hundred ns to a few us
