@@ -106,6 +106,7 @@ def main() -> None:
               + ", ".join(f"{g} {v:.0f}%" for g, v in r["groups_pct"].items() if abs(v) >= 0.5)
               + (f"; ZERO dense causes {r['dense_zero']}" if r["dense_zero"] else "")
               + (f"; unreliable: {r['unreliable']}" if r["unreliable"] else ""), flush=True)
+        print("    causes: " + ", ".join(f"{c} {v:.1f}" for c, v in r["causes_ms"].items() if abs(v) >= 0.1))
         print("    per phase, timed (paired) vs attributed: " + ", ".join(
             f"{ph} {d['timed_ms']:.1f} vs {d['attributed_ms']:.1f} ms" for ph, d in r["phases"].items()))
         for v in r["validation"]:
