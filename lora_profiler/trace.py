@@ -33,6 +33,17 @@ modes:
            the floor LoRA cannot beat; T_full/T_frozen is the ideal speedup
   forward  forward only, under torch.no_grad
 
+strategies (add them to --modes; timed with the modes, profiled and attributed like lora):
+  fused-lora               each adapted layer as one autograd Function (mask as random bits,
+                           x.A once, scale folded into the B GEMM, one backward node)
+  lora-top:K               adapters on the top K blocks only (backward stops below them)
+  partial-top:K            full fine-tuning of the top K blocks, the rest frozen, no adapters
+  lora-fa                  LoRA with A frozen: only B trains
+  partial-connections:F    a random fraction F of each adapted layer's weight columns trained
+                           in place (PaCA-style)
+  lora-compiled            the LoRA model under torch.compile (timed only; the first step,
+                           which compiles, is reported apart)
+
 validation (--validate): LoRA variants timed interleaved with the modes, each removing one cause;
 the saving each should bring, predicted from the attribution, is compared with the saving measured
   no-dropout   every adapter's dropout replaced by nn.Identity
@@ -90,10 +101,14 @@ def _probability(text: str) -> float:
 
 
 def _modes(text: str) -> tuple[str, ...]:
+    from .workload.variants import is_strategy
+
     names = tuple(m.strip() for m in text.split(",") if m.strip())
-    bad = [m for m in names if m not in MODES]
+    bad = [m for m in names if m not in MODES and not is_strategy(m)]
     if bad or not names:
-        raise argparse.ArgumentTypeError(f"unknown mode {', '.join(bad) or repr(text)}; choose from {', '.join(MODES)}")
+        raise argparse.ArgumentTypeError(
+            f"unknown mode {', '.join(bad) or repr(text)}; choose from {', '.join(MODES)} or a strategy: "
+            "fused-lora, lora-top:K, partial-top:K, lora-fa, partial-connections:F, lora-compiled")
     return names
 
 
@@ -139,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--alpha", type=_positive_float, default=16.0, help="LoRA alpha; scale = alpha/r (default 16)")
     lo.add_argument("--dropout", type=_probability, default=0.05, help="LoRA dropout (default 0.05)")
     m = p.add_argument_group("measurement")
-    m.add_argument("--modes", type=_modes, default=MODES, help="comma-separated subset of full,lora,frozen,forward")
+    m.add_argument("--modes", type=_modes, default=MODES,
+                   help="comma-separated modes: full, lora, frozen, forward, and strategies (below)")
     m.add_argument("--steps", type=_positive_int, default=15,
                    help="timed steps per mode (default 15), run in rounds: each round runs every mode in "
                         "turn, one untimed switch-in step then up to --block timed steps")

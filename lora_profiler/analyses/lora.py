@@ -81,10 +81,31 @@ def lora_attribution(facts: dict, traces: dict, prepared: Optional[dict] = None)
         sf, sl = stats.samples(facts, "full"), stats.samples(facts, "lora")
         out["vs_full"]["net_saving_s"] = stats.paired_difference(sf, sl)
         out["vs_full"]["net_saving_ci_s"] = stats.paired_bootstrap(sf, sl, stats.paired_difference)
+    out["strategies"] = _strategies(facts, mt, floor) or None
     out["validation"] = validate(facts, out) or None
     modes = [m for m, e in facts.get("modes", {}).items() if e.get("status") == "ok"]
     out["reliability"] = reliability.findings(facts, out, profiler, modes)
     out["warnings"] = [f"{f['numbers']}: {f['reason']}" for f in out["reliability"]]
+    return out
+
+
+def _strategies(facts: dict, mt: dict, floor) -> dict:
+    """Each strategy against the same floor: attributed like LoRA when it was profiled, its
+    overhead alone when it was only timed (lora-compiled)."""
+    out = {}
+    for name, entry in (facts.get("modes") or {}).items():
+        if not entry.get("strategy") or entry.get("status") != "ok":
+            continue
+        if name in mt:
+            att = attribute(mt[name], floor, facts, name, "frozen")
+            out[name] = {k: att[k] for k in ("overhead_s", "overhead_ci_s", "median_difference_s", "causes",
+                                             "groups", "residual_s", "residual_fraction", "rounds", "page_faults")}
+        else:
+            a, b = stats.samples(facts, name), stats.samples(facts, "frozen")
+            out[name] = {"overhead_s": stats.paired_difference(a, b) if a is not None and b is not None else None,
+                         "overhead_ci_s": stats.paired_bootstrap(a, b, stats.paired_difference)
+                         if a is not None and b is not None else None,
+                         "note": "timed only (not profiled): no causes"}
     return out
 
 

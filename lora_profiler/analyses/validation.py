@@ -86,7 +86,7 @@ def validate(facts: dict, att: Optional[dict], base: str = "lora") -> list:
     t_base = stats.samples(facts, base)
     out = []
     for name, entry in (facts.get("modes") or {}).items():
-        if entry.get("variant_of") != base:
+        if entry.get("variant_of") != base or entry.get("strategy"):
             continue
         row = {"variant": name, "summary": (entry.get("variant") or {}).get("summary"),
                "predicted_s": None, "measured_s": None, "ci_s": None, "agrees": None}

@@ -34,6 +34,7 @@ import torch
 
 from ..fileio import write_json
 from ..workload.modes import MODES, InputGrad, leave_variant, mode_kind, switch_mode, variant_of
+from ..workload.variants import is_strategy
 from ..workload.spec import Workload
 from .calibrate import calibrate
 from .gpu import GpuSampler
@@ -203,7 +204,7 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
         if reason:
             results[v].update(status="skipped", error=reason)
     timed = [m for m in modes + variants if results[m]["status"] == "ok"]
-    profiled_modes = [m for m in modes if m in MODES]
+    profiled_modes = [m for m in modes if m in MODES or variant_of(workload, m).profiled]
     sched = options.profile
     train_modes = sum(mode_kind(m) != "forward" for m in modes)
     block = max(1, options.block)
@@ -236,6 +237,7 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
         runner = runners[mode]
         runner.config = cfg
         loss, t = runner.step()
+        results[mode].setdefault("first_step_s", sum(t.values()))  # compiles, allocates: reported apart
         losses[mode] = loss
         if record:
             samples[mode].append(sum(t.values()))
@@ -346,14 +348,16 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
         entry = {"status": res["status"], "error": res["error"]}
         if mode not in MODES:
             entry["variant_of"] = "lora"
-            entry["profiled"] = False
+            entry["profiled"] = mode in profiled_modes
+            entry["strategy"] = is_strategy(mode)
         if samples.get(mode) and res["status"] == "ok":
             entry["step_time_s"] = time_stats(samples[mode])
             entry["phase_time_s"] = {p: float(np.median(v)) for p, v in phases[mode].items()}
             entry["phase_samples_s"] = {p: [float(x) for x in v] for p, v in phases[mode].items()}
             entry["page_faults"] = {"timed": faults[mode], "profiled": res.get("_pf") or None}
             entry["loss"] = losses.get(mode)
-        for key in ("trainable_params", "trainable_shapes", "memory", "saved_activations", "trace_files", "variant"):
+        for key in ("trainable_params", "trainable_shapes", "memory", "saved_activations", "trace_files", "variant",
+                    "first_step_s"):
             if key in res:
                 entry[key] = res[key]
         gpu = res.get("_gpu")

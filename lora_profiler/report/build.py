@@ -60,6 +60,30 @@ def speedup_intervals(facts: dict) -> dict:
     return out
 
 
+def comparison(facts: dict) -> list:
+    """One row per training mode and strategy (not the ablation variants): median step time,
+    speedup over full fine-tuning with its 95% interval, trainable parameters, saved activations,
+    the first step (it compiles or allocates), and whether it was profiled."""
+    from ..analyses import stats
+
+    rows = []
+    full = stats.samples(facts, "full")
+    for mode, e in (facts.get("modes") or {}).items():
+        if mode == "forward" or (e.get("variant_of") and not e.get("strategy")):
+            continue
+        row = {"mode": mode, "status": e.get("status"), "strategy": bool(e.get("strategy")),
+               "step_s": median_step_s(facts, mode), "speedup_vs_full": None, "speedup_vs_full_ci": None,
+               "trainable_params": e.get("trainable_params"),
+               "saved_activation_bytes": (e.get("saved_activations") or {}).get("total_bytes"),
+               "first_step_s": e.get("first_step_s"), "profiled": bool(e.get("trace_files"))}
+        s = stats.samples(facts, mode)
+        if full is not None and s is not None:
+            row["speedup_vs_full"] = stats.median_ratio(full, s)
+            row["speedup_vs_full_ci"] = stats.paired_bootstrap(full, s, stats.median_ratio)
+        rows.append(row)
+    return rows
+
+
 def load_mode_traces(run_dir: Path, facts: dict) -> dict:
     """mode -> Trace for every mode with traces: the files facts.json lists, or else (a run
     folder written by other means) the trace files in ``tb/<mode>/``.
@@ -99,6 +123,7 @@ def build_report(run_dir: str | Path, figures: bool = True) -> dict:
     report["version"] = REPORT_VERSION
     report["speedup"] = speedups(facts)
     report["speedup_ci"] = speedup_intervals(facts)
+    report["comparison"] = comparison(facts)
     traces = load_mode_traces(run_dir, facts)
     report["attribution"] = lora_attribution(facts, traces, mode_traces(facts, traces))
     report["analysis"] = {mode: _generic(trace) for mode, trace in traces.items()}

@@ -49,7 +49,10 @@ PHASES = ("forward", "backward", "optimizer")
 def _ok_modes(report: dict, need: str) -> list[str]:
     """Modes with status ok that have ``need`` (a key of the mode's entry), in MODE_ORDER."""
     modes = report.get("modes") or {}
-    order = [m for m in MODE_ORDER if m in modes] + [m for m in modes if m not in MODE_ORDER]
+    order = [m for m in MODE_ORDER if m in modes] + [m for m in modes if m not in MODE_ORDER
+                                                     and (modes[m] or {}).get("strategy", True)
+                                                     and not ((modes[m] or {}).get("variant_of")
+                                                              and not (modes[m] or {}).get("strategy"))]
     return [m for m in order if (modes[m] or {}).get("status") == "ok" and modes[m].get(need)]
 
 
@@ -85,8 +88,9 @@ def step_time_figure(report: dict) -> Figure:
     top = max(max(sum(phase[m].values()), steps[m].get("q3") or 0) for m in modes)
     unit, k = style.time_unit(top)
     full = steps.get("full", {}).get("median")
+    many = len(modes) > 4  # strategies beside the modes: both columns, labels slanted
     with style.paper_style():
-        fig, ax = style.new_figure(style.COLUMN_IN, 2.3)
+        fig, ax = style.new_figure(PAGE_IN if many else style.COLUMN_IN, 2.6 if many else 2.3)
         x = np.arange(len(modes))
         for i, m in enumerate(modes):
             bottom = 0.0
@@ -105,7 +109,8 @@ def step_time_figure(report: dict) -> Figure:
                 ax.annotate(f"{full / st['median']:.2f}×", (i, max(bottom, (st.get('q3') or 0) * k)),
                             xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
                             fontsize=7, color=mode_color(m))
-        ax.set_xticks(x, [mode_label(m) for m in modes])
+        ax.set_xticks(x, [mode_label(m) for m in modes], rotation=25 if many else 0,
+                      ha="right" if many else "center", rotation_mode="anchor")
         for tick, m in zip(ax.get_xticklabels(), modes):
             tick.set_color(mode_color(m))
         ax.set_ylabel(f"time per step ({unit})")

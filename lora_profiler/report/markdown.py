@@ -49,6 +49,19 @@ def report_markdown(report: dict) -> str:
         v, ci = sp.get(key), spci.get(key)
         out.append(f"- {label}: {v:.2f}x" + (f" (95% interval {ci[0]:.2f}–{ci[1]:.2f}x)" if ci else "")
                    if v else f"- {label}: n/a")
+    rows = [r for r in report.get("comparison") or [] if r.get("status") == "ok"]
+    if any(r.get("strategy") for r in rows):
+        strat = (att_ := report.get("attribution") or {}).get("strategies") or {}
+        out += ["", "## Strategies", "",
+                "| mode / strategy | step | speedup vs full (95%) | overhead vs floor | trainable | saved activations |",
+                "|---|---|---|---|---|---|"]
+        for r in rows:
+            sp, ci = r.get("speedup_vs_full"), r.get("speedup_vs_full_ci")
+            oh = att_.get("overhead_s") if r["mode"] == "lora" else (strat.get(r["mode"]) or {}).get("overhead_s")
+            out.append(f"| {r['mode']} | {fmt_s(r.get('step_s'))} | "
+                       + (f"{sp:.2f}x" + (f" ({ci[0]:.2f}–{ci[1]:.2f})" if ci else "") if sp else "n/a")
+                       + f" | {fmt_s(oh) if oh is not None else ''} | {r.get('trainable_params') or 0:,} | "
+                       f"{fmt_bytes(r.get('saved_activation_bytes'))} |")
     att = report.get("attribution")
     if att:
         out += _attribution_md(att)

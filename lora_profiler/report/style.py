@@ -131,9 +131,20 @@ def new_figure(width_in: float = COLUMN_IN, height_in: float = 2.3, **subplots) 
     return fig, axes
 
 
+# Strategies (their name before any ":K"): the remaining Okabe-Ito and Tol hues.
+STRATEGY_COLORS: dict[str, str] = {
+    "fused-lora": "#E69F00",  # orange
+    "lora-top": "#56B4E9",  # sky blue
+    "partial-top": "#332288",  # indigo
+    "lora-fa": "#882255",  # wine
+    "partial-connections": "#44AA99",  # teal
+    "lora-compiled": "#AA4499",  # purple
+}
+
+
 def mode_color(mode: str) -> str:
-    """The one colour of ``mode`` (grey for an unknown mode)."""
-    return MODE_COLORS.get(mode, NEUTRAL)
+    """The one colour of ``mode`` or strategy (grey for an unknown one)."""
+    return MODE_COLORS.get(mode) or STRATEGY_COLORS.get(mode.split(":")[0], NEUTRAL)
 
 
 def mode_label(mode: str) -> str:

@@ -23,18 +23,19 @@ def summary_text(report: dict) -> str:
     lines.append(f"\n{wl['name']}: {wl['total_params'] / 1e6:.1f}M params, batch {wl['batch_size']} x "
                  f"seq {wl['seq_len']}, {report['adapters']['count']} {report['adapters']['source']} "
                  f"adapters (r={report['adapters']['rank']}) on {env['device_name']}")
-    lines.append(f"{'mode':11s} {'status':7s} {'median':>9s} {'min':>9s} {'max':>9s} {'IQR':>9s} "
+    w = max([11] + [len(m) + 1 for m in report["modes"]])
+    lines.append(f"{'mode':{w}s} {'status':7s} {'median':>9s} {'min':>9s} {'max':>9s} {'IQR':>9s} "
                  f"{'trainable':>12s} {'saved act.':>10s}")
     for mode, e in report["modes"].items():
         st = e.get("step_time_s")
         if e["status"] == "ok" and st:
             saved = (e.get("saved_activations") or {}).get("total_bytes")
             noisy = " noisy" if st.get("median") and st.get("iqr", 0) > 0.15 * st["median"] else ""
-            lines.append(f"{mode:11s} {'ok':7s} {fmt_s(st['median']):>9s} {fmt_s(st['min']):>9s} "
+            lines.append(f"{mode:{w}s} {'ok':7s} {fmt_s(st['median']):>9s} {fmt_s(st['min']):>9s} "
                          f"{fmt_s(st['max']):>9s} {fmt_s(st['iqr']):>9s} "
                          f"{e.get('trainable_params', 0):>12,d} {fmt_bytes(saved):>10s}{noisy}")
         else:
-            lines.append(f"{mode:11s} {e['status']:7s} {e.get('error') or ''}")
+            lines.append(f"{mode:{w}s} {e['status']:7s} {e.get('error') or ''}")
     sp, ci = report.get("speedup") or {}, report.get("speedup_ci") or {}
 
     def xi(key):
@@ -43,11 +44,35 @@ def summary_text(report: dict) -> str:
 
     lines.append(f"speedup over full fine-tuning: LoRA {xi('lora_vs_full')}, "
                  f"ideal (frozen floor) {xi('ideal_vs_full')}")
+    lines += comparison_text(report)
     if report.get("attribution"):
         lines.append(attribution_text(report["attribution"]))
     if report.get("figures"):
         lines.append(f"figures: {len(report['figures'])} in {report['figures'][0].rsplit('/', 1)[0]}/")
     return "\n".join(lines)
+
+
+def comparison_text(report: dict) -> list:
+    """Strategies beside full, LoRA and the floor (only when the run has strategies)."""
+    rows = report.get("comparison") or []
+    if not any(r.get("strategy") for r in rows):
+        return []
+    strat = (report.get("attribution") or {}).get("strategies") or {}
+    lora_oh = (report.get("attribution") or {}).get("overhead_s")
+    out = [f"{'mode / strategy':26s} {'step':>9s} {'speedup vs full [95%]':>24s} {'overhead vs floor':>18s} "
+           f"{'trainable':>12s} {'saved act.':>10s}"]
+    for r in rows:
+        if r.get("status") != "ok":
+            continue
+        sp, ci = r.get("speedup_vs_full"), r.get("speedup_vs_full_ci")
+        sp_text = (f"{sp:.2f}x" + (f" [{ci[0]:.2f}–{ci[1]:.2f}]" if ci else "")) if sp else "n/a"
+        oh = lora_oh if r["mode"] == "lora" else (strat.get(r["mode"]) or {}).get("overhead_s")
+        oh_text = fmt_s(oh) if oh is not None else ("0 (the floor)" if r["mode"] == "frozen" else "")
+        first = r.get("first_step_s")
+        note = f"  first step {fmt_s(first)}" if r["mode"] == "lora-compiled" and first else ""
+        out.append(f"{r['mode']:26s} {fmt_s(r.get('step_s')):>9s} {sp_text:>24s} {oh_text:>18s} "
+                   f"{r.get('trainable_params') or 0:>12,d} {fmt_bytes(r.get('saved_activation_bytes')):>10s}{note}")
+    return out
 
 
 def _share(sec: Optional[float], total: Optional[float]) -> str:
@@ -90,6 +115,12 @@ def attribution_text(att: dict) -> str:
             if any(abs(row[k] or 0) >= 1e-5 for k in ("lora_s", "full_s")):
                 lines.append(f"  {row['label']:28s} {fmt_s(row['lora_s']):>11s} {fmt_s(row['full_s']):>11s} "
                              f"{fmt_s(row['saved_s']):>11s}")
+    for name, st in (att.get("strategies") or {}).items():
+        causes = st.get("causes") or {}
+        top = sorted(causes.items(), key=lambda kv: -abs(kv[1]["seconds"] or 0))[:5]
+        detail = ", ".join(f"{labels.get(c, c)} {fmt_s(v['seconds'])}" for c, v in top) if top else st.get("note", "")
+        lines.append(f"  {name}: overhead over the floor {fmt_s(st.get('overhead_s'))}"
+                     + (f" = {detail}, residual {fmt_s(st.get('residual_s'))}" if top else f" ({detail})"))
     for row in att.get("validation") or []:
         if row.get("predicted_s") is None or row.get("measured_s") is None:
             lines.append(f"  ablation {row['variant']}: not checked ({row.get('why') or 'no data'})")

@@ -74,10 +74,21 @@ class LoRALinear(nn.Module):
         self.disabled = False
         # Set by the fold-scale variant: the output is not multiplied by the scale (time only).
         self.fold_scale = False
+        # Set by the fused-lora strategy: base and adapter path as one autograd Function.
+        self.fused = False
         # Set by the capture hooks to "lp/adapter/<path>" so scale/add get their own scope.
         self.lp_scope: Optional[str] = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused and not self.disabled:
+            from .fused import fused_lora
+
+            base = self.base_layer
+            p = self.lora_dropout.p if isinstance(self.lora_dropout, nn.Dropout) else 0.0
+            path = self.lp_scope[len("lp/adapter/"):] if self.lp_scope else None
+            return fused_lora(x, base.weight, base.bias, self.lora_A.weight, self.lora_B.weight, self.scaling,
+                              p, training=self.training, weight_in_out=type(base).__name__ == "Conv1D",
+                              path=path)
         result = self.base_layer(x)
         if self.disabled:
             return result

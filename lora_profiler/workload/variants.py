@@ -102,14 +102,16 @@ class Variant:
     name = ""
     summary = ""
     input_grad = False  # the input embedding's output requires grad (as in the frozen floor)
+    profiled = False  # strategies are profiled and attributed like LoRA; ablations are only timed
 
     def not_applicable(self, workload: Workload) -> Optional[str]:
         """Why this variant cannot run on the workload (None when it can)."""
         return None if workload.adapters.layers else "the model has no adapters"
 
     def apply(self, workload: Workload) -> Undo:
-        """Change the model in place; return the function that undoes it."""
-        raise NotImplementedError
+        """Change the model in place; return the function that undoes it (default: nothing to
+        change, e.g. a strategy that only trains other parameters)."""
+        return lambda: None
 
     def trainable(self, workload: Workload) -> list[nn.Parameter]:
         """The parameters the variant trains (default: the lora mode's, less the adapters of the
@@ -301,14 +303,22 @@ _RANK = re.compile(r"rank-x(\d+)$")
 
 
 def make_variant(name: str) -> Optional[Variant]:
-    """A fresh variant for ``name`` (None when ``name`` is not a variant)."""
+    """A fresh variant or strategy for ``name`` (None when ``name`` is neither)."""
     fixed = {"no-dropout": NoDropout, "fold-scale": FoldScale, "upper-half": UpperHalf}
     if name in fixed:
         return fixed[name]()
     m = _RANK.match(name)
     if m and int(m.group(1)) >= 2:
         return RankX(int(m.group(1)))
-    return None
+    from .strategies import make_strategy
+
+    return make_strategy(name)
+
+
+def is_strategy(name: str) -> bool:
+    """A mode that is a strategy (profiled and attributed like LoRA, or timed like lora-compiled)."""
+    v = make_variant(name)
+    return v is not None and name not in VALIDATION_VARIANTS and not _RANK.match(name)
 
 
 def is_variant(name: str) -> bool:
