@@ -171,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--variants", type=_variants, default=None, metavar="LIST",
                    help="the ablation variants --validate times (default: no-dropout,fold-scale,"
                         "upper-half,rank-x4)")
+    m.add_argument("--predict", action="store_true",
+                   help="also record every mode's ops (and strategies' not run) and this device's rates, "
+                        "predict each step time with the cost model beside the measurement, on this "
+                        "device and on A100/H100/H200 tables, and recommend a strategy")
     m.add_argument("--no-calibrate", action="store_true",
                    help="skip the profiler-cost calibration (components are then not corrected "
                         "for the profiler's own cost; not recommended)")
@@ -286,7 +290,7 @@ def run(args) -> tuple[int, dict]:
     options = CaptureOptions(
         modes=args.modes, warmup_steps=args.warmup, steps=args.steps, block=args.block, seed=args.seed,
         profile=None if args.no_profile else ProfileSchedule(wait=0, warmup=1, active=args.profile_steps),
-        variants=tuple(variants), calibrate=not args.no_calibrate)
+        variants=tuple(variants), calibrate=not args.no_calibrate, predict=args.predict)
     if not args.quiet:
         print(f"lora_profiler: {workload.name} ({workload.facts()['total_params'] / 1e6:.1f}M params, "
               f"batch {workload.batch_size} x seq {workload.seq_len}) on {device}; "

@@ -68,11 +68,12 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("fmt") / "run"
     proc = subprocess.run(
         [sys.executable, "-m", "lora_profiler.trace", "--preset", "tiny", "--steps", "3", "--warmup", "1",
-         "--profile-steps", "2", "--validate",
+         "--profile-steps", "2", "--validate", "--predict",
          "--modes", "full,lora,frozen,forward,fused-lora", "--no-figures", "--quiet", "--device", "cpu", "--out", str(out)],
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads((out / "facts.json").read_text()), json.loads((out / "report.json").read_text())
+    return (json.loads((out / "facts.json").read_text()), json.loads((out / "report.json").read_text()),
+            json.loads((out / "census.json").read_text()))
 
 
 def _check(real, doc, optional):
@@ -85,14 +86,14 @@ def _check(real, doc, optional):
 
 
 def test_facts_keys_match_the_doc(run):
-    facts, _ = run
+    facts, _, _ = run
     (doc, optional), *_ = blocks()
     _check(facts, doc, optional)
 
 
 def test_report_keys_match_the_doc(run):
-    facts, report = run
-    (_, _), (top, top_opt), (att, att_opt), (cause, cause_opt) = blocks()
+    facts, report, _ = run
+    (_, _), (top, top_opt), (att, att_opt), (cause, cause_opt), *_ = blocks()
     added = {k: v for k, v in report.items() if k not in facts or k in ("kind", "version")}
     _check(added, top, top_opt)
     _check({"attribution": report["attribution"]}, att, att_opt)
@@ -100,3 +101,15 @@ def test_report_keys_match_the_doc(run):
         for name, entry in section["causes"].items():
             _check(entry, cause, cause_opt)
     assert set(report["attribution"]["causes"]) == set(att["attribution"]["causes"])
+
+
+def test_prediction_and_census_match_the_doc(run):
+    _, report, census = run
+    *_, (pred, pred_opt), (cens, cens_opt) = blocks()
+    _check({"prediction": report["prediction"]}, pred, pred_opt)
+    _check(census, cens, cens_opt)
+    # every mode run has a measured row; strategies not run are predicted only
+    rows = {r["mode"]: r for r in report["prediction"]["rows"]}
+    assert {"full", "lora", "frozen", "forward", "fused-lora"} <= set(rows)
+    assert all(rows[m]["measured_s"] and rows[m]["error"] is not None for m in ("full", "lora", "frozen"))
+    assert all(r["measured_s"] is None for m, r in rows.items() if m not in census["measured"])

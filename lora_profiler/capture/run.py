@@ -77,6 +77,9 @@ class CaptureOptions:
     # Modes timed with the others but not profiled: the ablation variants of ``--validate``.
     variants: tuple[str, ...] = ()
     calibrate: bool = True
+    # ``--predict``: an op census of every mode (and of strategies not run) and this device's rates,
+    # written to census.json, from which the report predicts every step time (lora_profiler.predict).
+    predict: bool = False
 
 
 def time_stats(samples: list[float]) -> dict:
@@ -327,7 +330,11 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
         for runner in runners.values():
             runner.release()
         runners.clear()
-        # 5. what each variant changed, with the microbenchmarks its prediction scales by.
+        # 5. for --predict: every mode's ops and this device's rates (the cost model's inputs).
+        if options.predict:
+            bar.update("op census for the cost model")
+            _census(workload, [m for m in modes if results[m]["status"] == "ok"], input_grad, out_dir)
+        # 6. what each variant changed, with the microbenchmarks its prediction scales by.
         switch_mode(workload, "lora" if "lora" in modes else modes[0], input_grad)
         for v in variants + [m for m in modes if m not in MODES]:
             if results[v]["status"] == "ok":
@@ -385,6 +392,38 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
     }
     write_json(out_dir / "facts.json", facts)
     return facts
+
+
+def predicted_strategies(workload: Workload) -> list[str]:
+    """Strategies worth predicting for this workload when they were not run."""
+    from ..workload.variants import block_index
+
+    blocks = sorted({b for b in (block_index(p) for p in workload.adapters.paths) if b is not None})
+    out = ["fused-lora", "lora-fa"]
+    if len(blocks) >= 2:
+        out.append(f"lora-top:{max(1, len(blocks) // 2)}")
+    return out
+
+
+def _census(workload: Workload, modes: list, input_grad: InputGrad, out_dir: Path) -> None:
+    """census.json: each mode's op census (and of strategies not run), and this device's model."""
+    from .census import op_census
+    from .devicebench import device_model
+
+    censuses, errors = {}, {}
+    for mode in modes + [s for s in predicted_strategies(workload) if s not in modes]:
+        v = variant_of(workload, mode)
+        if v is not None and v.not_applicable(workload):
+            continue
+        try:
+            censuses[mode] = op_census(workload, mode, input_grad)
+        except Exception as exc:  # a strategy that cannot run here is not predicted
+            errors[mode] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        finally:
+            leave_variant(workload)
+    model = device_model(list(censuses.values()), workload.device, _dtype(workload))
+    write_json(out_dir / "census.json", {"kind": "lora_profiler.census", "version": 1, "measured": modes,
+                                         "censuses": censuses, "errors": errors, "device_model": model})
 
 
 def _dtype(workload: Workload) -> torch.dtype:

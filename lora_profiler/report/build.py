@@ -126,6 +126,9 @@ def build_report(run_dir: str | Path, figures: bool = True) -> dict:
     report["comparison"] = comparison(facts)
     traces = load_mode_traces(run_dir, facts)
     report["attribution"] = lora_attribution(facts, traces, mode_traces(facts, traces))
+    from ..analyses.prediction import load_census, prediction
+
+    report["prediction"] = prediction(facts, load_census(run_dir))
     report["analysis"] = {mode: _generic(trace) for mode, trace in traces.items()}
     report["figures"] = []
     report["notes"] = []

@@ -47,6 +47,8 @@ def summary_text(report: dict) -> str:
     lines += comparison_text(report)
     if report.get("attribution"):
         lines.append(attribution_text(report["attribution"]))
+    if report.get("prediction"):
+        lines += prediction_text(report["prediction"])
     if report.get("figures"):
         lines.append(f"figures: {len(report['figures'])} in {report['figures'][0].rsplit('/', 1)[0]}/")
     return "\n".join(lines)
@@ -72,6 +74,20 @@ def comparison_text(report: dict) -> list:
         note = f"  first step {fmt_s(first)}" if r["mode"] == "lora-compiled" and first else ""
         out.append(f"{r['mode']:26s} {fmt_s(r.get('step_s')):>9s} {sp_text:>24s} {oh_text:>18s} "
                    f"{r.get('trainable_params') or 0:>12,d} {fmt_bytes(r.get('saved_activation_bytes')):>10s}{note}")
+    return out
+
+
+def prediction_text(adv: dict) -> list:
+    """The cost model's prediction per mode beside the measurement, GPU predictions, the suggestion."""
+    gpus = list((adv.get("gpus") or {}).keys())
+    out = ["cost model (lora_profiler.predict): predicted step time, this device and GPU tables",
+           f"  {'mode':24s} {'measured':>9s} {'predicted':>9s} {'error':>7s}" + "".join(f" {g:>9s}" for g in gpus)]
+    for r in adv["rows"]:
+        err = f"{100 * r['error']:+.0f}%" if r.get("error") is not None else "(not run)"
+        out.append(f"  {r['mode']:24s} {fmt_s(r.get('measured_s')):>9s} {fmt_s(r['predicted_s']):>9s} {err:>7s}"
+                   + "".join(f" {fmt_s(adv['gpus'][g].get(r['mode'])):>9s}" for g in gpus))
+    if adv.get("recommendation"):
+        out.append(f"  the cost model suggests: {adv['recommendation']}")
     return out
 
 

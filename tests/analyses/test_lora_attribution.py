@@ -349,5 +349,5 @@ def test_page_fault_cost_is_measured():
 
     if minor_faults() == 0:
         pytest.skip("this OS does not count page faults")
-    cost = page_fault_cost(megabytes=16, repeats=3)
+    cost = page_fault_cost(megabytes=64, repeats=3)
     assert cost is not None and 0.01 < cost < 50  # us per fault: a few hundred ns to a few us

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lora_profiler.workload.quality import MarkovLanguage, TaskSpec, fine_tune, held_out, pretrain
+from lora_profiler.workload.quality import MarkovLanguage, TaskSpec, fine_tune, pretrain
 
 
 def test_entropy_rate_known_answer():
