@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--variants", type=_variants, default=None, metavar="LIST",
                    help="the ablation variants --validate times (default: no-dropout,fold-scale,"
                         "upper-half,rank-x4)")
-    m.add_argument("--predict", action="store_true",
+    m.add_argument("--advise", "--predict", dest="predict", action="store_true",
                    help="also record every mode's ops (and strategies' not run) and this device's rates, "
                         "predict each step time with the cost model beside the measurement, on this "
                         "device and on A100/H100/H200 tables, and recommend a strategy")

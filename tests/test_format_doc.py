@@ -68,7 +68,7 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("fmt") / "run"
     proc = subprocess.run(
         [sys.executable, "-m", "lora_profiler.trace", "--preset", "tiny", "--steps", "3", "--warmup", "1",
-         "--profile-steps", "2", "--validate", "--predict",
+         "--profile-steps", "2", "--validate", "--advise",
          "--modes", "full,lora,frozen,forward,fused-lora", "--no-figures", "--quiet", "--device", "cpu", "--out", str(out)],
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

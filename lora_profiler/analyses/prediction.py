@@ -1,4 +1,4 @@
-"""The cost model's predictions beside the measurements, and a recommendation (``trace --predict``).
+"""The cost model's predictions beside the measurements, and a recommendation (``trace --advise``).
 
 Reads ``census.json`` (each mode's op census and this device's measured rates, written by
 capture) and the facts' timed steps; predicts every mode's step time on this device and on the

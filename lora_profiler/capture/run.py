@@ -77,7 +77,7 @@ class CaptureOptions:
     # Modes timed with the others but not profiled: the ablation variants of ``--validate``.
     variants: tuple[str, ...] = ()
     calibrate: bool = True
-    # ``--predict``: an op census of every mode (and of strategies not run) and this device's rates,
+    # ``--advise``: an op census of every mode (and of strategies not run) and this device's rates,
     # written to census.json, from which the report predicts every step time (lora_profiler.predict).
     predict: bool = False
 
@@ -330,7 +330,7 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
         for runner in runners.values():
             runner.release()
         runners.clear()
-        # 5. for --predict: every mode's ops and this device's rates (the cost model's inputs).
+        # 5. for --advise: every mode's ops and this device's rates (the cost model's inputs).
         if options.predict:
             bar.update("op census for the cost model")
             _census(workload, [m for m in modes if results[m]["status"] == "ok"], input_grad, out_dir)
