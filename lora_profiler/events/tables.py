@@ -15,6 +15,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..names import SCOPE_PREFIX
+
 # Which table each link column points into (used when rows are filtered out).
 LINKS: Dict[str, str] = {
     "parent": "ops", "fwd_op": "ops", "op": "ops", "launch": "launches", "kernel": "kernels",
@@ -257,7 +259,7 @@ class Trace:
     skipped: Dict[str, int] = field(default_factory=dict)
     ignored: Dict[str, int] = field(default_factory=dict)
     counts: Dict[str, int] = field(default_factory=dict)
-    scope_prefix: str = "lp/"
+    scope_prefix: str = SCOPE_PREFIX
 
     def name(self, name_id: int) -> str:
         """The string for a name id ('' for -1)."""
