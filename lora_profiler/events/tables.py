@@ -227,7 +227,7 @@ class Memory(_Table):
 TABLES = ("ops", "kernels", "launches", "scopes", "annotations", "steps", "memory")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Trace:
     """A loaded trace: tables, the shared name list and what the loader noticed.
 
@@ -288,6 +288,13 @@ class Trace:
         return {"device": self.device, "files": list(self.files),
                 **{t: len(getattr(self, t)) for t in TABLES},
                 "counts": dict(self.counts), "skipped": dict(self.skipped)}
+
+    def __repr__(self) -> str:
+        files = self.files[0] if len(self.files) == 1 else f"{len(self.files)} files"
+        skipped = sum(self.skipped.values())
+        return (f"<Trace {self.device}: {files}; {len(self.steps)} steps, {len(self.ops):,} ops, "
+                f"{len(self.kernels):,} GPU activities, {len(self.launches):,} launches, "
+                f"{len(self.scopes):,} scopes" + (f", {skipped:,} malformed events skipped" if skipped else "") + ">")
 
 
 def empty(table_type, n: int = 0) -> Any:
