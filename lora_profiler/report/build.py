@@ -1,4 +1,4 @@
-"""Build report.json (and report.md, figures, TensorBoard scalars) for a run folder from its
+"""Build report.json (and report.md, report.html, figures, TensorBoard scalars) for a run folder from its
 files alone: ``facts.json`` and the per-mode traces under ``tb/``. Never runs the model, so a
 run made on a GPU machine can be reported on a laptop."""
 
@@ -15,7 +15,8 @@ REPORT_VERSION = 2
 
 
 def build_report(run_dir: str | Path, figures: bool = True) -> dict:
-    """Analyse a run folder and write report.json, report.md, figures and TensorBoard scalars.
+    """Analyse a run folder and write report.json, report.md, report.html, figures and TensorBoard
+    scalars.
 
     Args:
         run_dir: a folder written by ``python -m lora_profiler.trace``.
@@ -57,6 +58,9 @@ def build_report(run_dir: str | Path, figures: bool = True) -> dict:
     from .markdown import report_markdown
 
     write_atomic(run_dir / "report.md", report_markdown(report))
+    from .html import write_html
+
+    write_html(report, run_dir)
     return report
 
 
