@@ -16,6 +16,7 @@ Layering (see ARCHITECTURE.md): workload -> capture -> files on disk -> events -
 
 __version__ = "0.1.0"
 
+from .analyses.adapter_estimate import adapter_estimate
 from .analyses.dispatch import dispatch_overhead
 from .analyses.idle import gpu_idle
 from .analyses.kernels import kernel_breakdown
@@ -29,5 +30,5 @@ from .table import Table
 __all__ = [
     "__version__", "profile", "Run", "Settings", "SettingsError", "RunError", "example_model",
     "load_trace", "Trace", "TraceError", "compare", "kernel_breakdown", "launch_stats", "op_table",
-    "gpu_idle", "dispatch_overhead", "Table",
+    "gpu_idle", "dispatch_overhead", "adapter_estimate", "Table",
 ]
