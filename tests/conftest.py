@@ -31,6 +31,17 @@ def real_trace_files() -> list:
                   and (p.name.endswith(".gz") or p.name.endswith(".json")))
 
 
+# Slow tests (over ~10 s on a 2-core CPU) in files that are not to change; the others carry
+# @pytest.mark.slow themselves. ``pytest -m "not slow"`` is the quick pass.
+SLOW = {"test_trace_cli.py::test_tiny_preset_run_writes_report"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if f"{item.path.name}::{item.originalname}" in SLOW:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def traces_dir() -> Path:
     """The real traces folder (``../shared/traces``); the test is skipped without it."""
@@ -40,6 +51,12 @@ def traces_dir() -> Path:
 
 
 shared_traces = traces_dir  # the same fixture under its older name
+
+
+def suptitle(fig) -> str:
+    """A figure's suptitle text (``Figure.get_suptitle`` is matplotlib 3.8+; the floor is 3.7)."""
+    sup = getattr(fig, "_suptitle", None)
+    return sup.get_text() if sup is not None else ""
 
 
 # --- synthetic Kineto events (times in us) ---------------------------------------------------------
