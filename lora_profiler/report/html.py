@@ -62,11 +62,12 @@ def _width(png: bytes) -> str:
 
 def _figures(report: dict, run_dir: Path) -> tuple[list[str], list[str]]:
     """(HTML figures with their PNG embedded, notes on figures not drawn)."""
-    captions = _captions()
+    pngs = [rel for rel in report.get("figures") or [] if rel.endswith(".png")]
+    captions = _captions() if pngs else {}  # (importing the figures module imports matplotlib)
     parts = []
-    for rel in report.get("figures") or []:
+    for rel in pngs:
         path = run_dir / rel
-        if not rel.endswith(".png") or not path.is_file():
+        if not path.is_file():
             continue
         name = Path(rel).stem
         raw = path.read_bytes()
