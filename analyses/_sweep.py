@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
+from lora_profiler.names import BASE_MODES
+
 REPO = Path(__file__).resolve().parents[1]
 FIGURES = REPO / "figures"
 
@@ -36,7 +38,8 @@ TARGET_SETS: dict[str, dict[str, tuple[str, ...]]] = {
              "mlp": ("mlp.c_fc", "mlp.c_proj"),
              "all": ("all-linear",)},
 }
-MODES = ("full", "lora", "frozen")
+# The modes the speedups need (names.BASE_MODES without forward-only).
+MODES = tuple(m for m in BASE_MODES if m != "forward")
 
 
 class SweepError(ValueError):

@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
 
 import fuzzing  # noqa: E402
-from lora_profiler.events import TraceError, fast, load_trace  # noqa: E402
+from lora_profiler.events import fast  # noqa: E402
 
 
 def main() -> None:

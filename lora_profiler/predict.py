@@ -26,6 +26,8 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+from .names import BASE_MODES
+
 MATMUL = frozenset({"mm", "addmm", "bmm", "baddbmm", "_scaled_dot_product_flash_attention_for_cpu",
                     "_scaled_dot_product_flash_attention_for_cpu_backward", "_scaled_dot_product_efficient_attention",
                     "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention_backward",
@@ -221,7 +223,7 @@ def advise(rows: list) -> Optional[str]:
     """One line from ``[{"mode", "measured_s", "predicted_s"}]``: the fastest strategy against LoRA,
     like with like: measured against measured LoRA where it ran, else predicted against predicted."""
     lora = next((r for r in rows if r["mode"] == "lora"), None)
-    cands = [r for r in rows if r["mode"] not in ("frozen", "forward", "full", "lora")]
+    cands = [r for r in rows if r["mode"] not in BASE_MODES]
     if not lora or not cands:
         return None
 

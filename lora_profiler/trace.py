@@ -15,7 +15,6 @@ import json
 import os
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -192,43 +191,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class UsageError(ValueError):
-    """Bad input; printed as one line, exit status 2."""
+# Bad input: printed as one line, exit status 2 (the API's SettingsError, so both say the same).
+from .api import SettingsError as UsageError  # noqa: E402
 
 
 def resolve_device(text: str):
-    import torch
+    from .api import resolve_device as resolve
 
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise UsageError(f"--device {text!r} is not a device; use auto, cpu, cuda or cuda:N")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {text}: no CUDA device is available here; use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {text}: only {torch.cuda.device_count()} CUDA device(s)")
-    elif device.type != "cpu":
-        raise UsageError(f"--device {text}: only cpu and cuda are supported")
-    return device
+    return resolve(text, cli=True)
 
 
 def resolve_out(out: Optional[Path]) -> Path:
     """The run folder: never one that already holds a run."""
-    if out is None:
-        base = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-        out, n = base, 1
-        while out.exists():
-            n += 1
-            out = base.with_name(f"{base.name}-{n}")
-        return out
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        raise UsageError(f"--out {out}: folder is not empty (it may hold an earlier run); choose a new one")
-    return out
+    from .api import resolve_out as resolve
+
+    return resolve(out, cli=True)
 
 
 def _build_workload(args, device):
@@ -260,7 +237,7 @@ def _dtype(args):
 
 def run(args) -> tuple[int, dict]:
     """Capture, then build the report. Returns (exit status, headline)."""
-    from .capture.run import CaptureOptions, ProfileSchedule, capture
+    from .capture.run import capture
     from .workload.errors import WorkloadError
 
     if args.warmup < 0:
@@ -276,21 +253,12 @@ def run(args) -> tuple[int, dict]:
         workload = _build_workload(args, device)
     except WorkloadError as exc:
         raise UsageError(str(exc))
-    from .workload.variants import VALIDATION_VARIANTS
+    from .api import capture_options
 
-    if args.variants and not args.validate:
-        raise UsageError("--variants lists what --validate times; add --validate")
-    if args.validate and not {"lora", "frozen"} <= set(args.modes):
-        raise UsageError("--validate compares LoRA variants with the lora mode against the frozen "
-                         "floor: keep lora and frozen in --modes")
-    if args.validate and args.no_profile:
-        raise UsageError("--validate predicts savings from the attribution, which needs the profiled "
-                         "runs: drop --no-profile")
-    variants = (args.variants or VALIDATION_VARIANTS) if args.validate else ()
-    options = CaptureOptions(
-        modes=args.modes, warmup_steps=args.warmup, steps=args.steps, block=args.block, seed=args.seed,
-        profile=None if args.no_profile else ProfileSchedule(wait=0, warmup=1, active=args.profile_steps),
-        variants=tuple(variants), calibrate=not args.no_calibrate, predict=args.predict)
+    options = capture_options(
+        modes=args.modes, steps=args.steps, block=args.block, warmup=args.warmup,
+        profile_steps=args.profile_steps, profile=not args.no_profile, validate=args.validate,
+        variants=args.variants, calibrate=not args.no_calibrate, seed=args.seed, predict=args.predict, cli=True)
     if not args.quiet:
         print(f"lora_profiler: {workload.name} ({workload.facts()['total_params'] / 1e6:.1f}M params, "
               f"batch {workload.batch_size} x seq {workload.seq_len}) on {device}; "
@@ -307,16 +275,10 @@ def run(args) -> tuple[int, dict]:
         from .report.text import summary_text
 
         print(summary_text(report))
-    failed = [m for m, e in facts["modes"].items() if e["status"] != "ok"]
-    headline = {
-        "out": str(out),
-        "report": str(out / "report.json"),
-        "step_time_s": {m: e.get("step_time_s", {}).get("median") for m, e in report["modes"].items()},
-        "speedup": report.get("speedup"),
-        "overhead_s": (report.get("attribution") or {}).get("overhead_s"),
-        "residual_s": (report.get("attribution") or {}).get("residual_s"),
-        "failed": failed,
-    }
+    from .api import run_headline
+
+    headline = run_headline(report, facts, out)
+    failed = headline["failed"]
     return (1 if failed else 0), headline
 
 

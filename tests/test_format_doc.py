@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "FORMAT.md"
+pytestmark = pytest.mark.slow  # a real tiny run with --validate
 
 
 def blocks():

@@ -87,6 +87,7 @@ def test_broken_middle_line_raises(tmp_path):
         sw.load_results(path)
 
 
+@pytest.mark.slow
 def test_rank_targets_shares_a_point_and_draws(tmp_path, capsys):
     args = ["--ranks", "2,8", "--target-rank", "8", "--width", "32", "--layers", "1", "--batch-size", "1",
             "--seq-len", "8", "--steps", "1", "--warmup", "0", "--device", "cpu", "--no-progress",

@@ -125,7 +125,7 @@ def page_faults(facts: dict, mode: str, floor: str) -> Optional[dict]:
     cost = (facts.get("calibration") or {}).get("page_fault_us")
     if not pm or not pf or not pm.get("timed"):
         return None
-    phases = [p for p in ("forward", "backward", "optimizer", "zero_grad") if p in pm["timed"]]
+    phases = [p for p in PHASES if p in pm["timed"]]
 
     def per_step(d):
         return {p: stats.trimmed_mean(d[p]) for p in phases} if d and all(d.get(p) for p in phases) else None

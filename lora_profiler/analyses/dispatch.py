@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from ..events import Trace
+from ..table import Column, Table, Tabular, fmt_count, fmt_us
 from .groups import group
 
 VIEW_OPS = frozenset({
@@ -47,8 +48,8 @@ class DispatchRow:
     overhead_us: float
 
 
-@dataclass(frozen=True)
-class DispatchOverhead:
+@dataclass(frozen=True, repr=False)
+class DispatchOverhead(Tabular):
     """Per-call dispatch cost and the total it adds up to (us)."""
 
     per_call_us: float           # c0
@@ -65,6 +66,18 @@ class DispatchOverhead:
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def table(self) -> Table:
+        """The op names whose calls cost the most dispatch time, under a one-line estimate."""
+        title = (f"dispatch overhead: {self.per_call_us:.2f} us per op call ({self.method}, "
+                 f"{self.samples:,} samples) x {self.op_calls:,} calls = {fmt_us(self.overhead_us)}, "
+                 f"{100 * self.overhead_fraction:.1f}% of op self time")
+        return Table([Column("name", "op"), Column("count", fmt=fmt_count),
+                      Column("self_median_us", "median self", fmt_us),
+                      Column("overhead_us", "dispatch", fmt_us)],
+                     [(r.name, r.count, r.self_median_us, r.overhead_us) for r in self.by_name], title=title,
+                     notes=[f"{self.tiny_calls:,} ops under {self.tiny_threshold_us:g} us spend "
+                            f"{fmt_us(self.tiny_self_us)}"])
 
 
 def dispatch_overhead(trace: Trace, tiny_us: float = TINY_US,

@@ -17,6 +17,7 @@ from typing import Any, Dict, List
 import numpy as np
 
 from ..events import Trace
+from ..table import Column, Table, Tabular, fmt_count, fmt_pct, fmt_us
 
 LONG_GAP_US = 1000.0
 
@@ -38,8 +39,8 @@ class IdleRow:
     max_gap_us: float
 
 
-@dataclass(frozen=True)
-class IdleTime:
+@dataclass(frozen=True, repr=False)
+class IdleTime(Tabular):
     """Idle-time figures per device and per stream."""
 
     devices: List[IdleRow]
@@ -48,6 +49,17 @@ class IdleTime:
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def table(self) -> Table:
+        """Busy and idle time per device, then per stream."""
+        rows = [(f"device {r.device}" + ("" if r.stream < 0 else f" stream {r.stream}"), r.activities, r.span_us,
+                 r.busy_us, r.idle_us, r.utilization, r.gaps, r.long_gap_us) for r in self.devices + self.streams]
+        return Table([Column("where"), Column("activities", fmt=fmt_count), Column("span_us", "span", fmt_us),
+                      Column("busy_us", "busy", fmt_us), Column("idle_us", "idle", fmt_us),
+                      Column("utilization", "busy share", fmt_pct), Column("gaps", fmt=fmt_count),
+                      Column("long_gap_us", f"gaps > {fmt_us(self.long_gap_threshold_us)}", fmt_us)],
+                     rows, title="GPU busy and idle time",
+                     notes=[] if rows else ["no GPU activity in this trace"])
 
 
 def gpu_idle(trace: Trace, long_gap_us: float = LONG_GAP_US) -> IdleTime:

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from ..events import CAT_KERNEL, CAT_MEMCPY, CAT_MEMSET, KIND_NAMES, Trace
+from ..table import Column, Table, Tabular, fmt_count, fmt_pct, fmt_us
 from .groups import group
 
 
@@ -42,8 +43,8 @@ class KindRow:
     fraction: float
 
 
-@dataclass(frozen=True)
-class KernelBreakdown:
+@dataclass(frozen=True, repr=False)
+class KernelBreakdown(Tabular):
     """GPU activity totals (us) and their split by kind and by name (by_name: top first)."""
 
     kernel_count: int          # category "kernel"
@@ -59,6 +60,26 @@ class KernelBreakdown:
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def table(self) -> Table:
+        """The kernel names, largest GPU time first (``by_kind_table()`` for the kinds)."""
+        title = (f"GPU kernels: {self.kernel_count:,} kernels {fmt_us(self.kernel_total_us)}, "
+                 f"{self.memcpy_count:,} memcpy {fmt_us(self.memcpy_total_us)}, "
+                 f"{self.memset_count:,} memset {fmt_us(self.memset_total_us)}")
+        notes = [f"top {len(self.by_name)} of {self.names_total} names"] if len(self.by_name) < self.names_total else []
+        return Table([Column("name", "kernel"), "kind", Column("count", fmt=fmt_count),
+                      Column("total_us", "total", fmt_us), Column("mean_us", "mean", fmt_us),
+                      Column("min_us", "min", fmt_us), Column("max_us", "max", fmt_us),
+                      Column("fraction", "share", fmt_pct)],
+                     [(r.name, r.kind, r.count, r.total_us, r.mean_us, r.min_us, r.max_us, r.fraction)
+                      for r in self.by_name], title=title, notes=notes)
+
+    def by_kind_table(self) -> Table:
+        """GPU time per kernel kind (gemm, elementwise, ...)."""
+        return Table(["kind", Column("count", fmt=fmt_count), Column("total_us", "total", fmt_us),
+                      Column("fraction", "share", fmt_pct)],
+                     [(r.kind, r.count, r.total_us, r.fraction) for r in self.by_kind],
+                     title="GPU time by kernel kind")
 
 
 def kernel_breakdown(trace: Trace, top: Optional[int] = None) -> KernelBreakdown:

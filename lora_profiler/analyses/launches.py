@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from ..events import CAT_KERNEL, Trace
+from ..table import Table, Tabular
 from .groups import group, stats
 
 
@@ -34,8 +35,8 @@ class ApiRow:
     cpu_mean_us: float
 
 
-@dataclass(frozen=True)
-class LaunchStats:
+@dataclass(frozen=True, repr=False)
+class LaunchStats(Tabular):
     """Launch figures of a trace or step; times in us, fractions 0..1."""
 
     count: int                   # launch calls
@@ -52,6 +53,21 @@ class LaunchStats:
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def table(self) -> Table:
+        """The launch figures, one per row (value and unit): calls, CPU cost, delay, launch-bound."""
+        rows = [("launch calls", self.count, "calls"),
+                ("with GPU work in the trace", self.linked, "calls"),
+                ("GPU kernels without their launch in the trace", self.kernels_unlinked, "kernels")]
+        for what, st in (("CPU time per launch call", self.cpu_us), ("GPU time per launch", self.gpu_us),
+                         ("launch delay (GPU start - call start)", self.delay_us)):
+            for q in ("median", "p95"):
+                if st.get(q) is not None:
+                    rows.append((f"{what}, {q}", float(st[q]), "us"))
+        rows += [("launch-bound kernels (shorter than their launch call)", self.launch_bound, "kernels"),
+                 ("launch-bound share of linked kernels", 100 * self.launch_bound_fraction, "%"),
+                 ("GPU time of launch-bound kernels", self.launch_bound_gpu_us, "us")]
+        return Table(["figure", "value", "unit"], rows, title="GPU launches")
 
 
 def launch_stats(trace: Trace) -> LaunchStats:

@@ -37,11 +37,10 @@ import numpy as np
 from ..events import Trace, parse_dims
 from ..events.schema import BACKWARD_PREFIX
 from ..names import PHASES as STEP_PHASES
-from ..names import parse_scope
+from ..names import TRACED_PHASES, parse_scope
 
 # Phase indices here follow this order (forward first); names.PHASES lists them in run order.
-PHASES = ("forward", "backward", "optimizer", "zero_grad")
-assert set(PHASES) == set(STEP_PHASES)
+PHASES = TRACED_PHASES + tuple(p for p in STEP_PHASES if p not in TRACED_PHASES)
 ROLES = ("none", "module", "base", "dropout", "lora_A", "lora_B", "scale", "add", "adapter_other",
          "accumulate_grad", "engine", "weight_grad")
 ADAPTER_ROLES = ("dropout", "lora_A", "lora_B", "scale", "add", "adapter_other")

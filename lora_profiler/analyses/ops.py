@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from ..events import Trace
+from ..table import Column, Table, Tabular, fmt_count, fmt_us
 from .groups import group
 
 
@@ -37,8 +38,8 @@ class OpRow:
     launches: int              # GPU activities launched directly
 
 
-@dataclass(frozen=True)
-class OpTable:
+@dataclass(frozen=True, repr=False)
+class OpTable(Tabular):
     """Op names sorted by the chosen key; totals are over all names (us)."""
 
     rows: List[OpRow]
@@ -51,6 +52,19 @@ class OpTable:
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def table(self) -> Table:
+        """Op names by ``sort_by``; the device columns only when the trace has GPU time."""
+        gpu = self.device_linked_us > 0 or self.device_unattributed_us > 0
+        cols = [Column("name", "op"), Column("count", fmt=fmt_count), Column("cpu_total_us", "CPU total", fmt_us),
+                Column("cpu_self_us", "CPU self", fmt_us), Column("cpu_mean_us", "CPU mean", fmt_us)]
+        if gpu:
+            cols += [Column("device_self_us", "GPU self", fmt_us), Column("device_total_us", "GPU total", fmt_us)]
+        rows = [(r.name, r.count, r.cpu_total_us, r.cpu_self_us, r.cpu_mean_us)
+                + ((r.device_self_us, r.device_total_us) if gpu else ()) for r in self.rows]
+        notes = [f"top {len(self.rows)} of {self.names_total} names"] if len(self.rows) < self.names_total else []
+        return Table(cols, rows, title=f"ops by {self.sort_by}: {self.op_count:,} calls, CPU self "
+                                       f"{fmt_us(self.cpu_self_us)}", notes=notes)
 
 
 def op_table(trace: Trace, top: Optional[int] = None, sort_by: str = "auto") -> OpTable:

@@ -156,16 +156,19 @@ def _optimizer_bytes(opt: Optional[torch.optim.Optimizer]) -> int:
 
 
 class _Progress:
-    """A tqdm bar on stderr (silent when disabled or tqdm is missing)."""
+    """A tqdm bar (silent when disabled or tqdm is missing): ``tqdm.auto``, so a widget in Jupyter
+    (one output, not a line per update); in a terminal on stderr; elsewhere (a log file, a
+    notebook without ipywidgets) updated at most every few seconds."""
 
     def __init__(self, total: int, enabled: bool):
         self.bar = None
         if enabled:
             try:
-                from tqdm import tqdm
+                from tqdm.auto import tqdm
 
+                tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
                 self.bar = tqdm(total=total, unit="step", file=sys.stderr, leave=False,
-                                dynamic_ncols=True)
+                                dynamic_ncols=True, mininterval=0.1 if tty else 5.0)
             except ImportError:
                 pass
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 import re
 from typing import Dict, Tuple
 
+from ..names import SCOPE_PREFIX
+
 # --- event classes the loader keeps (values of the per-event dispatch) -----------------------
 OP, ANNOTATION, RUNTIME, GPU_ANNOTATION, GPU = 1, 2, 3, 4, 8  # GPU + category: 8, 9, 10
 
@@ -48,7 +50,7 @@ X_CATEGORIES: Dict[str, Tuple[int, int]] = {
 
 MEMORY_EVENT_NAME = "[memory]"   # instant event written by profile_memory=True
 STEP_PREFIX = "ProfilerStep#"    # written by torch.profiler.profile.step()
-DEFAULT_SCOPE_PREFIX = "lp/"     # our record_function scopes (docs/FORMAT.md)
+DEFAULT_SCOPE_PREFIX = SCOPE_PREFIX  # our record_function scopes (names.py, docs/FORMAT.md)
 BACKWARD_PREFIX = "autograd::engine::evaluate_function:"
 
 # Runtime/driver calls that put work on a GPU queue. A runtime call with a correlated GPU

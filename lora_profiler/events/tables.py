@@ -15,6 +15,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..names import SCOPE_PREFIX
+
 # Which table each link column points into (used when rows are filtered out).
 LINKS: Dict[str, str] = {
     "parent": "ops", "fwd_op": "ops", "op": "ops", "launch": "launches", "kernel": "kernels",
@@ -225,7 +227,7 @@ class Memory(_Table):
 TABLES = ("ops", "kernels", "launches", "scopes", "annotations", "steps", "memory")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Trace:
     """A loaded trace: tables, the shared name list and what the loader noticed.
 
@@ -257,7 +259,7 @@ class Trace:
     skipped: Dict[str, int] = field(default_factory=dict)
     ignored: Dict[str, int] = field(default_factory=dict)
     counts: Dict[str, int] = field(default_factory=dict)
-    scope_prefix: str = "lp/"
+    scope_prefix: str = SCOPE_PREFIX
 
     def name(self, name_id: int) -> str:
         """The string for a name id ('' for -1)."""
@@ -286,6 +288,13 @@ class Trace:
         return {"device": self.device, "files": list(self.files),
                 **{t: len(getattr(self, t)) for t in TABLES},
                 "counts": dict(self.counts), "skipped": dict(self.skipped)}
+
+    def __repr__(self) -> str:
+        files = self.files[0] if len(self.files) == 1 else f"{len(self.files)} files"
+        skipped = sum(self.skipped.values())
+        return (f"<Trace {self.device}: {files}; {len(self.steps)} steps, {len(self.ops):,} ops, "
+                f"{len(self.kernels):,} GPU activities, {len(self.launches):,} launches, "
+                f"{len(self.scopes):,} scopes" + (f", {skipped:,} malformed events skipped" if skipped else "") + ">")
 
 
 def empty(table_type, n: int = 0) -> Any:

@@ -20,6 +20,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator
 
+from ..names import BASE_MODES
+from ..names import PHASES as STEP_PHASES
 from . import style
 from .style import ADAPTER, BASE, NEUTRAL, OTHER, PAGE_IN, label_device, mode_color, mode_label
 from .attribution_figures import FigureDataError, overhead_figure, validation_figure, vs_full_figure
@@ -41,9 +43,9 @@ __all__ = [
     "draw_run_figures",
 ]
 
-MODE_ORDER = ("full", "lora", "frozen", "forward")
-PHASES = ("forward", "backward", "optimizer")
-
+MODE_ORDER = BASE_MODES
+# The phases a step-time bar stacks, in run order; zero_grad is folded into optimizer.
+PHASES = tuple(p for p in STEP_PHASES if p != "zero_grad")
 
 
 def _ok_modes(report: dict, need: str) -> list[str]:

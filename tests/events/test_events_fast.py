@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 from lora_profiler.events import fast, load_trace
 from lora_profiler.events.tables import TABLES
 
-TRACES = Path(__file__).resolve().parents[2] / ".." / "shared" / "traces"
+from conftest import SHARED_TRACES as TRACES  # noqa: E402 (tests/conftest.py: the one place it is defined)
 FOLDERS = sorted({p.parent for p in TRACES.rglob("*.gz")}) if TRACES.is_dir() else []
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
 
@@ -13,7 +12,7 @@ from lora_profiler.events import load_trace
 hta_ta = pytest.importorskip("hta.trace_analysis")
 pytestmark = pytest.mark.filterwarnings("ignore")  # pandas/HTA deprecation noise
 
-TRACES = Path(__file__).resolve().parents[2] / ".." / "shared" / "traces"
+from conftest import SHARED_TRACES as TRACES  # noqa: E402 (tests/conftest.py: the one place it is defined)
 
 
 # HTA truncates fractional durations to whole microseconds, so the oracle uses traces written

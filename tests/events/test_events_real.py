@@ -14,7 +14,7 @@ import pytest
 
 from lora_profiler.events import CAT_KERNEL, CAT_MEMCPY, CAT_MEMSET, TraceError, load_trace
 
-TRACES = Path(__file__).resolve().parents[2] / ".." / "shared" / "traces"
+from conftest import SHARED_TRACES as TRACES  # noqa: E402 (tests/conftest.py: the one place it is defined)
 FILES = sorted(p for p in TRACES.rglob("*") if p.is_file() and p.name.endswith((".gz", ".json"))
                ) if TRACES.is_dir() else []
 GPU_CATS = {"kernel": CAT_KERNEL, "Kernel": CAT_KERNEL, "gpu_memcpy": CAT_MEMCPY,

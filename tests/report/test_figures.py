@@ -9,6 +9,8 @@ from matplotlib.figure import Figure
 from lora_profiler.report import figures as F
 from lora_profiler.report.style import MODE_COLORS, device_text
 
+from conftest import suptitle  # noqa: E402
+
 DEVICE = "Test CPU 9000"
 
 
@@ -22,7 +24,7 @@ def _check(fig, xlabel_has, ylabel_has):
     ax = fig.axes[0]
     assert xlabel_has in ax.get_xlabel() or any(xlabel_has in a.get_xlabel() for a in fig.axes)
     assert ylabel_has in ax.get_ylabel()
-    assert DEVICE in fig.get_suptitle()  # the device labels every figure
+    assert DEVICE in suptitle(fig)  # the device labels every figure
 
 
 def test_step_time(report):
@@ -117,7 +119,7 @@ def test_timeline(report):
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["CPU adapter", "CPU base", "CPU other"]
     text = _texts(fig)
     assert "forward: base 40 µs, adapter 29 µs" in text and "model.layers.0.self_attn.q_proj" in text
-    assert DEVICE in fig.get_suptitle()
+    assert DEVICE in suptitle(fig)
 
 
 @pytest.mark.parametrize("fn", [F.overhead_figure, F.small_matmul_figure, F.timeline_figure])

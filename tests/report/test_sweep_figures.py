@@ -4,6 +4,8 @@ import pytest
 
 from lora_profiler.report.sweep_figures import naive_speedup, rank_targets_figure, speedup_tokens_figure
 
+from conftest import suptitle  # noqa: E402
+
 ENV = {"device": "cuda", "device_name": "Test GPU", "gpu_name": "Test GPU", "torch": "2.13.0"}
 
 
@@ -34,7 +36,7 @@ def test_speedup_tokens_figure():
     assert list(lora.get_ydata()) == pytest.approx([1.25, 1.25])
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert any("6L / (4L + 6A)" in t for t in legend) and any("T_full / T_frozen" in t for t in legend)
-    assert "Test GPU" in fig.get_suptitle()
+    assert "Test GPU" in suptitle(fig)
 
 
 def test_speedup_tokens_figure_rejects_mixed_devices():
@@ -55,5 +57,5 @@ def test_rank_targets_figure():
     assert right.get_ylabel() == "time per step (ms)"
     assert [t.get_text().split("\n")[0] for t in right.get_xticklabels()] == ["attention", "MLP", "all linear"]
     assert [t.get_text() for t in left.get_xticklabels()] == ["1", "4", "16"]
-    assert "Test GPU" in fig.get_suptitle()
+    assert "Test GPU" in suptitle(fig)
     assert len(rank_targets_figure([], targets).axes) == 2  # one side may be empty
