@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..analyses.lora import median_step_s
 from ..fileio import write_atomic, write_json
+from ..runstate import incomplete_line
 
 REPORT_VERSION = 2
 
@@ -62,7 +63,9 @@ def speedup_intervals(facts: dict) -> dict:
 
 def load_mode_traces(run_dir: Path, facts: dict) -> dict:
     """mode -> Trace for every mode with traces: the files facts.json lists, or else (a run
-    folder written by other means) the trace files in ``tb/<mode>/``.
+    folder written by other means) the trace files in ``tb/<mode>/``. Facts with a ``status``
+    (written by capture, which lists every finished round's files) are taken at their word: a
+    file they do not list belongs to a round that did not finish, or is being written.
 
     Raises:
         TraceError: a mode's trace files cannot be read.
@@ -73,7 +76,7 @@ def load_mode_traces(run_dir: Path, facts: dict) -> dict:
     listed = {mode: [run_dir / f for f in entry.get("trace_files") or []]
               for mode, entry in (facts.get("modes") or {}).items()}
     tb = run_dir / "tb"
-    for folder in sorted(tb.iterdir()) if tb.is_dir() else []:
+    for folder in sorted(tb.iterdir()) if tb.is_dir() and "status" not in facts else []:
         if folder.is_dir() and folder.name != "scalars" and not listed.get(folder.name):
             listed[folder.name] = sorted(f for f in folder.iterdir() if ".json" in f.name)
     return {mode: load_trace([str(f) for f in files]) for mode, files in sorted(listed.items())
@@ -104,6 +107,9 @@ def build_report(run_dir: str | Path, figures: bool = True) -> dict:
     report["analysis"] = {mode: _generic(trace) for mode, trace in traces.items()}
     report["figures"] = []
     report["notes"] = []
+    unfinished = incomplete_line(facts, str(run_dir))
+    if unfinished:
+        report["notes"].append(unfinished)
     if figures:
         try:
             from .figures import draw_run_figures

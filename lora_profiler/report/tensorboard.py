@@ -71,6 +71,8 @@ def write_scalars(report: dict, out_dir: str | Path) -> Optional[str]:
         return None
     folder = Path(out_dir).joinpath(*SCALARS_DIR)
     folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("events.out.tfevents.*"):  # an earlier build of this report (e.g.
+        old.unlink()                                  # of the run before it was resumed)
     writer = Writer(str(folder))
     try:
         for tag, values in scalar_series(report).items():
