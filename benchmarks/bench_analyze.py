@@ -15,9 +15,10 @@ times, median); time per event should stay flat if the engine scales linearly. `
 adds one more row: the smallest k whose uncompressed text is at least G GiB (peak RSS is the
 figure to watch there).
 
-Each child reads with the decoders the environment has (orjson/isal when installed: the
-``fast`` extra); ``--pure`` makes our children use the standard library only
-(``LORA_PROFILER_PURE=1``), for comparison.
+Each child reads with the decoders the environment has (msgspec/isal, or orjson, when
+installed: the ``fast`` extra); ``--pure`` makes our children use the standard library only
+(``LORA_PROFILER_PURE=1``), ``--pure msgspec`` leaves out msgspec only (orjson then decodes),
+for comparison.
 
 Run by hand (the machine's load matters; it is printed):
     python benchmarks/bench_analyze.py [--trace DIR] [--reps 5] [--scales 1,4,16] [--gib 1]
@@ -148,8 +149,9 @@ def main() -> None:
                     help="runs per k-fold trace, median reported (default 3)")
     ap.add_argument("--gib", type=float, default=0.0,
                     help="add a k-fold trace of at least this many GiB of text (default off)")
-    ap.add_argument("--pure", action="store_true",
-                    help="our children use the stdlib decoders only (LORA_PROFILER_PURE=1)")
+    ap.add_argument("--pure", nargs="?", const="1", default=None, metavar="LIST",
+                    help="our children use the stdlib decoders only (LORA_PROFILER_PURE=1), or "
+                         "leave out the listed accelerators (e.g. --pure msgspec)")
     ap.add_argument("--no-hta", action="store_true", help="skip HTA (e.g. not installed)")
     ap.add_argument("--child", nargs=2, metavar=("TOOL", "PATH"), help=argparse.SUPPRESS)
     ap.add_argument("--make", nargs=3, metavar=("K", "SRC", "OUT"), help=argparse.SUPPRESS)
@@ -165,7 +167,7 @@ def main() -> None:
     py = sys.executable
     me = str(Path(__file__).resolve())
     trace = str(Path(a.trace).resolve())
-    env = dict(os.environ, LORA_PROFILER_PURE="1") if a.pure else None
+    env = dict(os.environ, LORA_PROFILER_PURE=a.pure) if a.pure else None
     probe = subprocess.run([py, "-c", "from lora_profiler.events import fast; "
                             "print(fast.describe())"], capture_output=True, text=True,
                            cwd=REPO, env=env).stdout.strip()
