@@ -242,6 +242,8 @@ def _claim_resume(args, held: list):
     from .runlock import claim
 
     parser = build_parser()
+    if args.out is not None:
+        raise UsageError("--resume continues the run in its own folder; drop --out")
     given = [k for k, v in vars(args).items() if k not in _WITH_RESUME and v != parser.get_default(k)]
     if given:
         raise UsageError("--resume continues a run with the options it was started with; drop "
