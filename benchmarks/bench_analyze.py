@@ -15,9 +15,13 @@ times, median); time per event should stay flat if the engine scales linearly. `
 adds one more row: the smallest k whose uncompressed text is at least G GiB (peak RSS is the
 figure to watch there).
 
-Each child reads with the decoders the environment has (orjson/isal when installed: the
-``fast`` extra); ``--pure`` makes our children use the standard library only
-(``LORA_PROFILER_PURE=1``), for comparison.
+Each child reads with the decoders the environment has (msgspec/isal, or orjson, when
+installed: the ``fast`` extra); ``--pure`` makes our children use the standard library only
+(``LORA_PROFILER_PURE=1``), ``--pure msgspec`` leaves out msgspec only (orjson then decodes).
+``--paths fast,orjson,stdlib`` runs our children with each set of decoders in turn, interleaved
+(in part 1 and part 2), so they are compared under the same load. Besides wall time, each row
+gives the child's CPU time (user + system, from its rusage): on a shared machine it moves less
+with the load than the wall time does.
 
 Run by hand (the machine's load matters; it is printed):
     python benchmarks/bench_analyze.py [--trace DIR] [--reps 5] [--scales 1,4,16] [--gib 1]
@@ -80,7 +84,12 @@ def run_child(args: List[str], env=None) -> Dict[str, float]:
     if p.returncode != 0:
         raise SystemExit(f"child failed ({p.returncode}): {' '.join(args)}")
     rss_mib = ru.ru_maxrss / 1024.0            # Linux: KiB
-    return {"wall_s": wall, "rss_mib": rss_mib, "out": out.decode()[-300:]}
+    return {"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "rss_mib": rss_mib,
+            "out": out.decode()[-300:]}
+
+
+# --paths: our children's decoders, as LORA_PROFILER_PURE values
+PATHS = {"fast": "", "orjson": "msgspec", "stdlib": "1"}
 
 
 # --- part 2: synthetic k-fold traces -----------------------------------------------------------
@@ -148,8 +157,13 @@ def main() -> None:
                     help="runs per k-fold trace, median reported (default 3)")
     ap.add_argument("--gib", type=float, default=0.0,
                     help="add a k-fold trace of at least this many GiB of text (default off)")
-    ap.add_argument("--pure", action="store_true",
-                    help="our children use the stdlib decoders only (LORA_PROFILER_PURE=1)")
+    ap.add_argument("--pure", nargs="?", const="1", default=None, metavar="LIST",
+                    help="our children use the stdlib decoders only (LORA_PROFILER_PURE=1), or "
+                         "leave out the listed accelerators (e.g. --pure msgspec)")
+    ap.add_argument("--paths", default=None, metavar="LIST",
+                    help="compare our decoders, interleaved: a comma-separated subset of "
+                         "fast,orjson,stdlib (fast: every accelerator installed; orjson: without "
+                         "msgspec; stdlib: none); the first is 'ours'")
     ap.add_argument("--no-hta", action="store_true", help="skip HTA (e.g. not installed)")
     ap.add_argument("--child", nargs=2, metavar=("TOOL", "PATH"), help=argparse.SUPPRESS)
     ap.add_argument("--make", nargs=3, metavar=("K", "SRC", "OUT"), help=argparse.SUPPRESS)
@@ -165,41 +179,59 @@ def main() -> None:
     py = sys.executable
     me = str(Path(__file__).resolve())
     trace = str(Path(a.trace).resolve())
-    env = dict(os.environ, LORA_PROFILER_PURE="1") if a.pure else None
-    probe = subprocess.run([py, "-c", "from lora_profiler.events import fast; "
-                            "print(fast.describe())"], capture_output=True, text=True,
-                           cwd=REPO, env=env).stdout.strip()
+    if a.paths:
+        names = [x.strip() for x in a.paths.split(",") if x.strip()]
+        bad = [x for x in names if x not in PATHS]
+        if bad or not names:
+            raise SystemExit(f"--paths: unknown {bad}; choose from {', '.join(PATHS)}")
+    else:
+        names = [a.pure and f"pure={a.pure}" or "default"]
+    envs = {n: (dict(os.environ, LORA_PROFILER_PURE=PATHS[n]) if n in PATHS else
+                dict(os.environ, LORA_PROFILER_PURE=a.pure) if a.pure else None) for n in names}
+    ours = {n: ("ours" if i == 0 else f"ours[{n}]") for i, n in enumerate(names)}
+    probes = {n: subprocess.run([py, "-c", "from lora_profiler.events import fast; "
+                                 "print(fast.describe())"], capture_output=True, text=True,
+                                cwd=REPO, env=envs[n]).stdout.strip() for n in names}
+    probe = probes[names[0]]
     print(f"trace {trace}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
-          f"our decoders: {probe}")
-    cmds = {"ours": [py, me, "--child", "ours", trace],
-            "ours-cli": [py, "-m", "lora_profiler.analyze", trace, "--json"]}
+          f"our decoders: " + ", ".join(f"{ours[n]} {probes[n]}" for n in names))
+    cmds = {ours[n]: ([py, me, "--child", "ours", trace], envs[n]) for n in names}
+    cmds["ours-cli"] = ([py, "-m", "lora_profiler.analyze", trace, "--json"], envs[names[0]])
     if not a.no_hta:
-        cmds["hta"] = [py, me, "--child", "hta", trace]
+        cmds["hta"] = ([py, me, "--child", "hta", trace], None)
     res: Dict[str, List[Dict[str, float]]] = {t: [] for t in cmds}
     summary = {"trace": trace, "reps": a.reps, "load_avg": os.getloadavg()[0],
-               "decoders": probe}
+               "decoders": probe, "paths": {ours[n]: probes[n] for n in names}}
     for rep in range(a.reps):
         order = list(cmds) if rep % 2 == 0 else list(cmds)[::-1]
         for tool in order:
-            r = run_child(cmds[tool], env=None if tool == "hta" else env)
+            r = run_child(cmds[tool][0], env=cmds[tool][1])
             res[tool].append(r)
-            print(f"  rep {rep} {tool:8s} {r['wall_s']:6.2f} s  {r['rss_mib']:7.1f} MiB")
+            print(f"  rep {rep} {tool:14s} {r['wall_s']:6.2f} s  cpu {r['cpu_s']:6.2f} s  "
+                  f"{r['rss_mib']:7.1f} MiB")
     med = {t: {"wall_s": statistics.median(x["wall_s"] for x in v),
+               "cpu_s": statistics.median(x["cpu_s"] for x in v),
                "rss_mib": statistics.median(x["rss_mib"] for x in v)} for t, v in res.items() if v}
     if med:
-        print(f"\n{'tool':10s} {'median wall s':>14s} {'median peak RSS MiB':>20s}")
+        print(f"\n{'tool':14s} {'median wall s':>14s} {'median CPU s':>13s} {'median peak RSS MiB':>20s}")
         for t, m in med.items():
-            print(f"{t:10s} {m['wall_s']:14.2f} {m['rss_mib']:20.1f}")
+            print(f"{t:14s} {m['wall_s']:14.2f} {m['cpu_s']:13.2f} {m['rss_mib']:20.1f}")
         summary["median"] = med
     if "hta" in med and "ours" in med:
         summary["speedup_vs_hta"] = med["hta"]["wall_s"] / med["ours"]["wall_s"]
+        summary["cpu_speedup_vs_hta"] = med["hta"]["cpu_s"] / med["ours"]["cpu_s"]
         summary["rss_ratio_vs_hta"] = med["ours"]["rss_mib"] / med["hta"]["rss_mib"]
-        print(f"ours vs HTA: {summary['speedup_vs_hta']:.1f}x faster, peak RSS "
+        print(f"ours vs HTA: {summary['speedup_vs_hta']:.1f}x faster (CPU time: "
+              f"{summary['cpu_speedup_vs_hta']:.1f}x), peak RSS "
               f"{summary['rss_ratio_vs_hta']:.2f}x of HTA's")
+        for n in names[1:]:
+            t = ours[n]
+            print(f"{t} vs HTA: {med['hta']['wall_s'] / med[t]['wall_s']:.1f}x faster (CPU time: "
+                  f"{med['hta']['cpu_s'] / med[t]['cpu_s']:.1f}x)")
     scales = [int(s) for s in a.scales.split(",") if s.strip()]
     if scales or a.gib:
-        print(f"\n{'scale':>5s} {'events':>10s} {'text MiB':>9s} {'wall s':>8s} {'us/event':>9s} "
-              f"{'RSS MiB':>8s}")
+        print(f"\n{'scale':>5s} {'decoders':>14s} {'events':>10s} {'text MiB':>9s} {'wall s':>8s} "
+              f"{'us/event':>9s} {'CPU s':>7s} {'CPU us/ev':>9s} {'RSS MiB':>8s}")
         summary["scaling"] = []
         with tempfile.TemporaryDirectory() as tmp:
             chars_1x = None
@@ -217,17 +249,24 @@ def main() -> None:
                 n, chars = (int(x) for x in made["out"].split()[-2:])
                 if k == 1:
                     chars_1x = chars
-                runs = [run_child([py, me, "--child", "ours", str(f)], env=env)
-                        for _ in range(a.scale_reps)]
+                runs = {nm: [] for nm in names}
+                for r in range(a.scale_reps):   # the paths interleaved, the order alternated
+                    for nm in (names if r % 2 == 0 else names[::-1]):
+                        runs[nm].append(run_child([py, me, "--child", "ours", str(f)], env=envs[nm]))
                 f.unlink()
-                wall = statistics.median(r["wall_s"] for r in runs)
-                rss = max(r["rss_mib"] for r in runs)
-                row = {"scale": k, "events": n, "text_mib": chars / 2 ** 20, "wall_s": wall,
-                       "walls_s": [r["wall_s"] for r in runs], "rss_mib": rss,
-                       "us_per_event": 1e6 * wall / n}
-                summary["scaling"].append(row)
-                print(f"{k:5d} {n:10,d} {chars / 2 ** 20:9.0f} {wall:8.2f} "
-                      f"{row['us_per_event']:9.2f} {rss:8.1f}")
+                for nm in names:
+                    got = runs[nm]
+                    wall = statistics.median(r["wall_s"] for r in got)
+                    cpu = statistics.median(r["cpu_s"] for r in got)
+                    rss = max(r["rss_mib"] for r in got)
+                    row = {"scale": k, "decoders": probes[nm], "events": n,
+                           "text_mib": chars / 2 ** 20, "wall_s": wall,
+                           "walls_s": [r["wall_s"] for r in got], "cpu_s": cpu, "rss_mib": rss,
+                           "us_per_event": 1e6 * wall / n, "cpu_us_per_event": 1e6 * cpu / n}
+                    summary["scaling"].append(row)
+                    print(f"{k:5d} {probes[nm][:14]:>14s} {n:10,d} {chars / 2 ** 20:9.0f} {wall:8.2f} "
+                          f"{row['us_per_event']:9.2f} {cpu:7.2f} {row['cpu_us_per_event']:9.2f} "
+                          f"{rss:8.1f}")
     summary["load_avg_end"] = os.getloadavg()[0]
     print(json.dumps(summary))
 

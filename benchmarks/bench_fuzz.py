@@ -84,18 +84,23 @@ def main() -> None:
         counts[outcome] += 1
         by_damage[f"{c['damage']}:{outcome}"] += 1
         if not a.no_compare and fast.describe() != "stdlib":
-            orjson, isal = fast.ORJSON, fast.ISAL_ZLIB
-            fast.ORJSON = fast.ISAL_ZLIB = None
-            try:
-                again = fuzzing.check_load(path)
-            except Exception as exc:  # noqa: BLE001
-                fail("tracebacks", c, exc)
-                return
-            finally:
-                fast.ORJSON, fast.ISAL_ZLIB = orjson, isal
-            if _flat(trace) != _flat(again):
-                fail("fast_stdlib_mismatch", c, AssertionError("tables differ"))
-                by_damage[f"{c['damage']}:fast/stdlib differ"] += 1
+            saved = (fast.MSGSPEC, fast.ORJSON, fast.ISAL_ZLIB)
+            # the stdlib alone, then orjson without msgspec (when both are installed)
+            for off in (("MSGSPEC", "ORJSON", "ISAL_ZLIB"), ("MSGSPEC",)):
+                if off == ("MSGSPEC",) and (fast.MSGSPEC is None or fast.ORJSON is None):
+                    continue
+                for attr in off:
+                    setattr(fast, attr, None)
+                try:
+                    again = fuzzing.check_load(path)
+                except Exception as exc:  # noqa: BLE001
+                    fail("tracebacks", c, exc)
+                    return
+                finally:
+                    fast.MSGSPEC, fast.ORJSON, fast.ISAL_ZLIB = saved
+                if _flat(trace) != _flat(again):
+                    fail("fast_stdlib_mismatch", c, AssertionError(f"tables differ without {off}"))
+                    by_damage[f"{c['damage']}:fast/stdlib differ"] += 1
         if a.analyze and trace is not None:
             from lora_profiler.analyze import analyze_trace
             try:

@@ -44,12 +44,14 @@ def load_facts(run_dir: str | Path) -> dict:
 
 def trace_files(run_dir: str | Path, facts: dict) -> dict[str, list[Path]]:
     """mode -> its trace files: those facts.json lists, or else (a run folder written by other
-    means) the trace files in ``tb/<mode>/``. Modes without traces are absent."""
+    means) the trace files in ``tb/<mode>/``. Modes without traces are absent. Facts with a
+    ``status`` (written by capture, which lists every finished round's files) are taken at their
+    word: a file they do not list belongs to a round that did not finish, or is being written."""
     run_dir = Path(run_dir)
     listed = {mode: [run_dir / f for f in entry.get("trace_files") or []]
               for mode, entry in (facts.get("modes") or {}).items()}
     tb = run_dir / "tb"
-    for folder in sorted(tb.iterdir()) if tb.is_dir() else []:
+    for folder in sorted(tb.iterdir()) if tb.is_dir() and "status" not in facts else []:
         if folder.is_dir() and not listed.get(folder.name):
             listed[folder.name] = sorted(f for f in folder.iterdir() if ".json" in f.name)
     return {mode: files for mode, files in sorted(listed.items())

@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -53,6 +54,11 @@ the saving each should bring, predicted from the attribution, is compared with t
 a model file defines build_model() returning an nn.Module (or a module-level `model`), and
 optionally make_batch(batch_size, seq_len, device), loss_fn(model, batch) and LORA_TARGETS.
 Adapters already in the model (PEFT, torchtune) are used as they are.
+
+interrupted runs:
+  Ctrl-C or SIGTERM writes what was measured (facts.json, "status": "interrupted"), builds the
+  report from it and exits 130 (SIGINT) or 143 (SIGTERM); --resume DIR finishes the run,
+  keeping every finished timed and profiled round. One run at a time per folder (OUT/.lock).
 
 examples:
   python -m lora_profiler.trace --out runs/first
@@ -185,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--threads", type=_positive_int, help="CPU threads for torch (default: torch's own choice)")
     o = p.add_argument_group("output")
     o.add_argument("--out", type=Path, help="run folder (default runs/<timestamp>; never overwrites a run)")
+    o.add_argument("--resume", type=Path, metavar="DIR",
+                   help="continue the interrupted run in DIR with the options it was started with "
+                        "(only --quiet, --no-figures, --debug may be given): finished timed and "
+                        "profiled rounds are kept, the rest is measured, then the report is written")
     o.add_argument("--no-figures", action="store_true", help="skip drawing figures")
     o.add_argument("--quiet", action="store_true", help="no progress bar or summary; only the JSON line")
     o.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -202,10 +212,63 @@ def resolve_device(text: str):
 
 
 def resolve_out(out: Optional[Path]) -> Path:
-    """The run folder: never one that already holds a run."""
-    from .api import resolve_out as resolve
+    """The run folder: never one that already holds a run (``runlock.claim`` checks again
+    under the folder's lock)."""
+    from .runlock import check_new
 
-    return resolve(out, cli=True)
+    if out is None:
+        base = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+        out, n = base, 1
+        while out.exists():
+            n += 1
+            out = base.with_name(f"{base.name}-{n}")
+        return out
+    check_new(out)
+    return out
+
+
+# Options not stored for --resume (the resuming command's own apply), and those --resume may be
+# given (--no-figures is stored: figures stay off when either command turned them off).
+_NOT_STORED = ("resume", "out", "quiet", "debug", "list_presets")
+_WITH_RESUME = _NOT_STORED + ("no_figures",)
+
+
+def _stored_args(args) -> dict:
+    """The options --resume needs to rebuild the same run (JSON; the model file's path made
+    absolute)."""
+    stored = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(args).items()
+              if k not in _NOT_STORED}
+    if stored.get("model"):
+        stored["model"] = str(Path(stored["model"]).resolve())
+    return stored
+
+
+def _claim_resume(args, held: list):
+    """Lock the folder --resume continues; returns (its facts, the run's options)."""
+    from .capture.checkpoint import load_previous
+    from .runlock import claim
+
+    parser = build_parser()
+    if args.out is not None:
+        raise UsageError("--resume continues the run in its own folder; drop --out")
+    given = [k for k, v in vars(args).items() if k not in _WITH_RESUME and v != parser.get_default(k)]
+    if given:
+        raise UsageError("--resume continues a run with the options it was started with; drop "
+                         + ", ".join(f"--{k.replace('_', '-')}" if k != "model" else "the model file"
+                                     for k in given))
+    held.append(claim(args.resume, resume=True))
+    previous = load_previous(args.resume)
+    stored = (previous.get("progress") or {}).get("args")
+    if stored is None and previous.get("status") != "complete":
+        raise UsageError(f"--resume {args.resume}: the run's options are not in its facts.json "
+                         "(not started by python -m lora_profiler.trace); start a new run")
+    merged = dict(vars(args))
+    for k, v in (stored or {}).items():
+        if k in merged:
+            merged[k] = tuple(v) if isinstance(v, list) else v
+    merged["no_figures"] = args.no_figures or bool((stored or {}).get("no_figures"))
+    merged["out"] = args.resume
+    return previous, argparse.Namespace(**merged)
 
 
 def _build_workload(args, device):
@@ -236,13 +299,83 @@ def _dtype(args):
 
 
 def run(args) -> tuple[int, dict]:
+    """Capture, then build the report, holding the run folder's lock. Returns (exit status,
+    headline); interrupted by SIGINT/SIGTERM: the facts so far and their report, 128 + signal."""
+    from . import runstate
+
+    held: list = []  # the run folder's lock, once claimed
+    try:
+        return _run(args, held)
+    except BaseException as exc:
+        if held and (isinstance(exc, KeyboardInterrupt) or runstate.received()):
+            return _interrupted(args, held[0].folder, exc)
+        if held and isinstance(exc, OSError) and (held[0].folder / "facts.json").is_file():
+            from .fileio import write_error
+
+            exc = write_error(getattr(exc, "filename", None) or held[0].folder, exc)
+            exc.hint = (f" (the run stopped; what it measured is in {held[0].folder}/facts.json: "
+                        f"--resume {held[0].folder} continues it once that is fixed)")
+            raise exc from None
+        raise
+    finally:
+        for lock in held:
+            lock.release()
+
+
+def _interrupted(args, out: Path, exc: BaseException) -> tuple[int, dict]:
+    """After SIGINT/SIGTERM: the facts so far are on disk (made sure of here); build the
+    report from them (no figures: quick) and say what is missing."""
+    from . import runstate
+    from .capture.checkpoint import mark_interrupted
+
+    signum = runstate.signum_of(exc)
+    status = 128 + signum
+    headline = {"out": str(out), "status": "interrupted", "signal": runstate.signal_name(signum),
+                "report": None, "resume": f"python -m lora_profiler.trace --resume {out}"}
+    facts = mark_interrupted(out, signum)
+    if facts is None:
+        headline["resume"] = None
+        print(f"lora_profiler: interrupted by {headline['signal']} before anything was measured; "
+              "nothing to resume", file=sys.stderr)
+        return status, headline
+    if runstate.is_complete(facts):
+        print(f"lora_profiler: interrupted by {headline['signal']} while writing the report; the "
+              f"measurements are complete in {out}/facts.json: --resume {out} writes the report",
+              file=sys.stderr)
+        return status, headline
+    try:
+        from .report.build import build_report
+
+        report = build_report(out, figures=False)
+        headline["report"] = str(out / "report.json")
+        if not args.quiet:
+            from .report.text import summary_text
+
+            print(summary_text(report))
+    except KeyboardInterrupt:
+        print("lora_profiler: report not written (interrupted again)", file=sys.stderr)
+    except (ValueError, OSError) as err:  # RunError, TraceError, WriteError: one line
+        print(f"lora_profiler: report not written: {err}", file=sys.stderr)
+    if args.quiet or headline["report"] is None:
+        print(f"lora_profiler: {runstate.incomplete_line(facts, str(out))}", file=sys.stderr)
+    return status, headline
+
+
+def _run(args, held: list) -> tuple[int, dict]:
     """Capture, then build the report. Returns (exit status, headline)."""
+    from .capture.checkpoint import Checkpoint
     from .capture.run import capture
+    from .runlock import claim
     from .workload.errors import WorkloadError
 
+    previous = None
+    if args.resume is not None:
+        previous, args = _claim_resume(args, held)
+        if previous.get("status") == "complete":
+            return _report_only(args, previous)
     if args.warmup < 0:
         raise UsageError(f"--warmup {args.warmup} must be 0 or more")
-    out = resolve_out(args.out)
+    out = args.out if previous is not None else resolve_out(args.out)
     device = resolve_device(args.device)
     if args.threads:
         import torch
@@ -259,18 +392,40 @@ def run(args) -> tuple[int, dict]:
         modes=args.modes, steps=args.steps, block=args.block, warmup=args.warmup,
         profile_steps=args.profile_steps, profile=not args.no_profile, validate=args.validate,
         variants=args.variants, calibrate=not args.no_calibrate, seed=args.seed, predict=args.predict, cli=True)
+    if not held:
+        held.append(claim(out, auto=args.out is None))
+        out = held[0].folder
+    if held[0].took_over:
+        print(f"lora_profiler: took over the stale lock of {out} (pid {held[0].took_over.get('pid')} "
+              "is no longer running)", file=sys.stderr)
     if not args.quiet:
         print(f"lora_profiler: {workload.name} ({workload.facts()['total_params'] / 1e6:.1f}M params, "
               f"batch {workload.batch_size} x seq {workload.seq_len}) on {device}; "
               f"{len(workload.adapters.layers)} {workload.adapters.source} adapters; "
-              f"writing {out}/", file=sys.stderr)
-    facts = capture(workload, options, out, progress=not args.quiet)
+              f"{'resuming' if previous else 'writing'} {out}/", file=sys.stderr)
+    facts = capture(workload, options, out, progress=not args.quiet,
+                    checkpoint=Checkpoint(out, args=_stored_args(args), previous=previous))
     del workload
 
     from .report.build import build_report
 
     report = build_report(out, figures=not args.no_figures)
     report["elapsed_s"] = time.perf_counter() - started
+    return _finish(args, out, facts, report)
+
+
+def _report_only(args, facts: dict) -> tuple[int, dict]:
+    """--resume of a run whose measurements are complete: write its report."""
+    from .report.build import build_report
+
+    if (args.out / "report.json").is_file() and (args.out / "report.md").is_file():
+        raise UsageError(f"--resume {args.out}: the run is complete and reported; "
+                         f"python -m lora_profiler.analyze {args.out} reads it again")
+    return _finish(args, args.out, facts, build_report(args.out, figures=not args.no_figures))
+
+
+def _finish(args, out: Path, facts: dict, report: dict) -> tuple[int, dict]:
+    """Print the summary; (exit status, headline)."""
     if not args.quiet:
         from .report.text import summary_text
 
@@ -291,16 +446,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for name, preset in PRESETS.items():
             print(f"{name:12s} {preset.description}")
         return 0
+    from . import runstate
+    from .capture.checkpoint import ResumeError
+    from .fileio import WriteError
+    from .runlock import FolderError
+
     try:
-        status, headline = run(args)
-    except UsageError as exc:
+        with runstate.interrupts():
+            status, headline = run(args)
+    except (UsageError, FolderError, ResumeError, WriteError) as exc:
         if args.debug:
             raise
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
-        return 130
+        return 128 + runstate.signum_of(exc)
+    except OSError as exc:  # a write that failed outside fileio (a trace, a figure)
+        if args.debug or not exc.filename:
+            raise
+        print(f"{parser.prog}: error: cannot write {exc.filename}: {exc.strerror}; free some space "
+              "or choose another --out", file=sys.stderr)
+        return 2
     print(json.dumps(headline))
     return status
 

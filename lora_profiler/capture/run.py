@@ -16,6 +16,11 @@ Order of work (all on one model, one batch, one seed):
    own ``ProfilerStep#`` number, so every round is its own step for the analysis;
 5. what each variant changed (and the microbenchmarks its predicted saving scales by);
 6. ``facts.json`` written atomically.
+
+``facts.json`` is also written as the run goes (``checkpoint``: after the warm-up, the
+accounting, the calibration and every timed and profiled round, ``"status": "running"``); an
+interrupted run writes its facts with ``"status": "interrupted"``, and a ``Checkpoint`` made
+from them continues it (``--resume``).
 """
 
 from __future__ import annotations
@@ -32,11 +37,13 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..fileio import write_json
+from .. import runstate
+from ..fileio import not_written, replace_durably, write_json
 from ..workload.modes import MODES, InputGrad, leave_variant, mode_kind, switch_mode, variant_of
 from ..workload.variants import is_strategy
 from ..workload.spec import Workload
 from .calibrate import calibrate
+from .checkpoint import Checkpoint
 from .gpu import GpuSampler
 from .hooks import ModuleHooks
 from .saved import measure_saved
@@ -183,7 +190,7 @@ class _Progress:
 
 
 def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
-            progress: bool = True) -> dict:
+            progress: bool = True, checkpoint: Optional[Checkpoint] = None) -> dict:
     """Measure every mode of ``workload`` and write ``out_dir/facts.json`` and traces.
 
     Args:
@@ -191,11 +198,18 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
         options: what to run.
         out_dir: the run folder (created).
         progress: show a progress bar on stderr.
+        checkpoint: writes facts.json as the run goes and, made from an interrupted run's
+            facts, continues that run (default: a fresh ``Checkpoint(out_dir)``).
 
     Returns:
         The facts (as written to facts.json). A mode that failed has ``status: failed`` and
         ``error``; the others still ran. A variant that cannot run on this workload has
         ``status: skipped`` and the reason.
+
+    Raises:
+        KeyboardInterrupt (``runstate.RunInterrupted`` for SIGINT/SIGTERM): after the facts of
+            the last finished round were written with ``"status": "interrupted"``.
+        checkpoint.ResumeError: the checkpoint's run measured another workload or machine.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -225,6 +239,14 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
     losses: dict[str, float] = {}
     hooks: Optional[ModuleHooks] = None
     calibration = None
+    ckpt = checkpoint if checkpoint is not None else Checkpoint(out_dir)
+    env = environment(workload.device, nvml_reason)
+    static = {"workload": workload.facts(), "adapters": workload.adapters.facts()}
+    ckpt.start(n_rounds, sched.active if sched and profiled_modes else 0,
+               bool(sched and profiled_modes and options.calibrate))
+    ckpt.check(static["workload"], static["adapters"], env, _settings(options, modes, variants))
+    if ckpt.previous is not None:
+        calibration = ckpt.restore(results, samples, phases, faults, losses)
 
     def fail(mode: str, exc: ModeFailure):
         results[mode].update(status="failed", error=str(exc))
@@ -296,15 +318,28 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
             hooks.remove()
             hooks = None
 
+    created = (ckpt.previous or {}).get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    def facts_now(final: bool = False) -> dict:
+        """The facts as they stand (``final``: the workload described as it is now, after
+        every variant was left; else as it was at the start)."""
+        head = {"workload": workload.facts(), "adapters": workload.adapters.facts()} if final else static
+        return _facts(head, created, env, _settings(options, modes, variants), calibration,
+                      {m: _mode_entry(m, results[m], samples.get(m), phases.get(m), faults.get(m),
+                                      losses.get(m), m in profiled_modes) for m in modes + variants})
+
     torch.manual_seed(options.seed)
     try:
+        ckpt.save(facts_now())
         # 1. warm-up rounds: no hooks, no profiler.
         for rnd in range(options.warmup_steps):
+            ckpt.at("warmup", f"warm-up round {rnd + 1} of {options.warmup_steps}")
             timed_round(rnd, record=False)
         # 2. memory and saved activations, one mode at a time, under the capture hooks.
         leave_variant(workload)
         hooks = ModuleHooks(workload.model, workload.adapters)
-        for mode in modes:
+        ckpt.at("accounting", "the accounting of memory and saved activations")
+        for mode in modes if not ckpt.progress["accounting_done"] else ():
             if mode not in runners and results[mode]["status"] == "ok":
                 runners[mode] = StepRunner(workload, switch_mode(workload, mode, input_grad), lr=options.lr)
             _account(workload, mode, input_grad, runners.get(mode), results[mode], hooks, fail)
@@ -312,37 +347,58 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
                 bar.update(f"accounting {mode}")
         hooks.remove()
         hooks = None
+        ckpt.save(facts_now(), warmup_done=True, accounting_done=True)
         for v in variants:
             if results[v]["status"] == "ok":
                 cfg = switch_mode(workload, v, input_grad)
                 results[v]["trainable_params"] = int(sum(p.numel() for p in cfg.trainable))
         # 3. the profiler's own cost, measured before any profiled round.
         profiling = sched is not None and bool(ok(profiled_modes))
-        if profiling and options.calibrate:
+        if profiling and options.calibrate and calibration is None:
+            ckpt.at("calibration", "the profiler-cost calibration")
             bar.update("calibrating the profiler")
             calibration = calibrate(workload.device, _dtype(workload))
+            ckpt.save(facts_now(), calibration_done=True)
         # 4. timed rounds (no hooks, no profiler), with the profiled rounds spread among them so
         # both see the same drift of the machine (allocator state, clocks, other load).
         after = profile_positions(n_rounds, sched.active) if profiling else []
-        done = 0
-        for i in range(n_rounds):
+        first, done = ckpt.progress["timed_rounds_done"], ckpt.progress["profiled_rounds_done"]
+
+        def profiled(upto: int) -> int:
+            """The profiled rounds due after timed round ``upto`` (resumed: those before it)."""
+            n = done
+            while n < len(after) and after[n] <= upto:
+                ckpt.at("profiled", f"profiled round {n + 1} of {len(after)}")
+                profiled_round(n)
+                n += 1
+                ckpt.save(facts_now(), profiled_rounds_done=n)
+            return n
+
+        done = profiled(first - 1)
+        for i in range(first, n_rounds):
+            ckpt.at("timed", f"timed round {i + 1} of {n_rounds}")
             timed_round(options.warmup_steps + i, record=True)
-            while done < len(after) and after[done] == i:
-                profiled_round(done)
-                done += 1
+            ckpt.save(facts_now(), timed_rounds_done=i + 1)
+            done = profiled(i)
         for runner in runners.values():
             runner.release()
         runners.clear()
         # 5. for --advise: every mode's ops and this device's rates (the cost model's inputs).
         if options.predict:
+            ckpt.at("census", "the op census for the cost model")
             bar.update("op census for the cost model")
             _census(workload, [m for m in modes if results[m]["status"] == "ok"], input_grad, out_dir)
         # 6. what each variant changed, with the microbenchmarks its prediction scales by.
+        ckpt.at("variants", "the ablation variants' details")
         switch_mode(workload, "lora" if "lora" in modes else modes[0], input_grad)
         for v in variants + [m for m in modes if m not in MODES]:
             if results[v]["status"] == "ok":
                 results[v]["variant"] = variant_of(workload, v).describe(workload)
         switch_mode(workload, modes[0], input_grad)
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt) or runstate.received():
+            ckpt.interrupted(runstate.signum_of(exc))
+        raise
     finally:
         leave_variant(workload)
         bar.close()
@@ -352,49 +408,61 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
         if sampler is not None:
             sampler.stop()
 
-    modes_out = {}
-    for mode in modes + variants:
-        res = results[mode]
-        entry = {"status": res["status"], "error": res["error"]}
-        if mode not in MODES:
-            entry["variant_of"] = "lora"
-            entry["profiled"] = mode in profiled_modes
-            entry["strategy"] = is_strategy(mode)
-        if samples.get(mode) and res["status"] == "ok":
-            entry["step_time_s"] = time_stats(samples[mode])
-            entry["phase_time_s"] = {p: float(np.median(v)) for p, v in phases[mode].items()}
-            entry["phase_samples_s"] = {p: [float(x) for x in v] for p, v in phases[mode].items()}
-            entry["page_faults"] = {"timed": faults[mode], "profiled": res.get("_pf") or None}
-            entry["loss"] = losses.get(mode)
-        for key in ("trainable_params", "trainable_shapes", "memory", "saved_activations", "trace_files", "variant",
-                    "first_step_s"):
-            if key in res:
-                entry[key] = res[key]
-        gpu = res.get("_gpu")
-        entry["gpu_samples"] = gpu[-1] if gpu else None
-        modes_out[mode] = entry
+    return ckpt.finish(facts_now(final=True))
 
-    facts = {
+
+def _settings(options: CaptureOptions, modes: list, variants: list) -> dict:
+    """The ``settings`` of facts.json."""
+    block = max(1, options.block)
+    sched = options.profile
+    return {
+        "modes": modes, "variants": variants, "warmup_steps": options.warmup_steps,
+        "steps": options.steps, "block": block, "timed_rounds": -(-options.steps // block),
+        "switch_in_steps": 1, "seed": options.seed, "lr": options.lr,
+        "profile": asdict(sched) if sched else None,
+        "rounds": ("every timed round runs each mode in turn, the order rotated by one per round: "
+                   "one untimed switch-in step, then up to `block` timed steps"),
+        "hooks_while_timed": False,
+    }
+
+
+def _mode_entry(mode: str, res: dict, samples: Optional[list], phases: Optional[dict],
+                faults: Optional[dict], loss: Optional[float], profiled: bool) -> dict:
+    """One mode's entry in facts.json from capture's state."""
+    entry = {"status": res["status"], "error": res["error"]}
+    if mode not in MODES:
+        entry["variant_of"] = "lora"
+        entry["profiled"] = profiled
+        entry["strategy"] = is_strategy(mode)
+    if samples and res["status"] == "ok":
+        entry["step_time_s"] = time_stats(samples)
+        entry["phase_time_s"] = {p: float(np.median(v)) for p, v in phases.items()}
+        entry["phase_samples_s"] = {p: [float(x) for x in v] for p, v in phases.items()}
+        entry["page_faults"] = {"timed": faults, "profiled": res.get("_pf") or None}
+        entry["loss"] = loss
+    for key in ("trainable_params", "trainable_shapes", "memory", "saved_activations", "trace_files", "variant",
+                "first_step_s"):
+        if key in res:
+            entry[key] = res[key]
+    gpu = res.get("_gpu")
+    entry["gpu_samples"] = gpu[-1] if gpu else None
+    return entry
+
+
+def _facts(head: dict, created: str, env: dict, settings: dict, calibration: Optional[dict],
+           modes: dict) -> dict:
+    """facts.json (without ``status``: the checkpoint adds it)."""
+    return {
         "version": FACTS_VERSION,
         "kind": "lora_profiler.facts",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "workload": workload.facts(),
-        "environment": environment(workload.device, nvml_reason),
-        "settings": {
-            "modes": modes, "variants": variants, "warmup_steps": options.warmup_steps,
-            "steps": options.steps, "block": block, "timed_rounds": n_rounds, "switch_in_steps": 1,
-            "seed": options.seed, "lr": options.lr,
-            "profile": asdict(sched) if sched else None,
-            "rounds": ("every timed round runs each mode in turn, the order rotated by one per round: "
-                       "one untimed switch-in step, then up to `block` timed steps"),
-            "hooks_while_timed": False,
-        },
+        "created": created,
+        "workload": head["workload"],
+        "environment": env,
+        "settings": settings,
         "calibration": calibration,
-        "adapters": workload.adapters.facts(),
-        "modes": modes_out,
+        "adapters": head["adapters"],
+        "modes": modes,
     }
-    write_json(out_dir / "facts.json", facts)
-    return facts
 
 
 def predicted_strategies(workload: Workload) -> list[str]:
@@ -483,16 +551,26 @@ def _trace_writer(folder: Path, worker: str, gzip_level1: bool):
     import time
 
     def write(prof) -> None:
+        if runstate.received():  # a session cut short by SIGINT/SIGTERM: not a finished round
+            return
         stem = folder / f"{worker}.{time.time_ns()}.pt.trace.json"
         tmp = folder / f".{stem.name}.tmp"
-        prof.export_chrome_trace(str(tmp))
-        if gzip_level1:
-            with open(tmp, "rb") as src, gzip.open(f"{stem}.gz.tmp", "wb", compresslevel=1) as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-            tmp.unlink()
-            os.replace(f"{stem}.gz.tmp", f"{stem}.gz")
-        else:
-            os.replace(tmp, stem)
+        try:
+            prof.export_chrome_trace(str(tmp))
+            if not tmp.is_file():  # Kineto logs a failed write (disk full) and returns
+                raise not_written(tmp)
+            if gzip_level1:
+                gz = folder / f".{stem.name}.gz.tmp"
+                with open(tmp, "rb") as src, gzip.open(gz, "wb", compresslevel=1) as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                tmp.unlink()
+                replace_durably(gz, f"{stem}.gz")  # fsync, rename: never a half file under its name
+            else:
+                replace_durably(tmp, stem)
+        except BaseException:
+            for part in folder.glob(f".{stem.name}*"):  # our temporary files and Kineto's
+                part.unlink(missing_ok=True)
+            raise
     return write
 
 

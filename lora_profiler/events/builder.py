@@ -14,11 +14,14 @@ columns. Both are counted by reason in ``RawFile.skipped``; nothing is repaired 
 
 from __future__ import annotations
 
+import json
 from array import array
+from itertools import islice
 from typing import Any, Dict, Iterable, List
 
 import numpy as np
 
+from .jsonstream import OrjsonBatch, TypedBatch, _loads
 from .limits import MAX_ABS_TS_US, MAX_DUR_US, MAX_ID
 from .schema import (ANNOTATION, GPU, GPU_ANNOTATION, MEMORY_EVENT_NAME, OP, RUNTIME,
                      X_CATEGORIES)
@@ -72,108 +75,132 @@ def build(batches: Iterable[List[Any]], names: Dict[str, int], ids: Dict[Any, in
     B, S, D = bool, str, dict
     other_ph: Dict[Any, int] = {}
     n = 0
+    sinks = (ops, ann, rt, gpu, gann, mem)
     for batch in batches:
         n += len(batch)
-        for e in batch:
+        cls = batch.__class__
+        if cls is TypedBatch:
+            # msgspec decoded only the fields read here; its loop takes clean batches whole
+            from .typed import rows
+
+            before = _snapshot(sinks, names, ids, skipped, ignored, other_ph)
+            if rows(batch, sinks, names, ids, ignored, other_ph, _ident):
+                continue
+            _restore(before, sinks, names, ids, skipped, ignored, other_ph)
+            batch = _dicts(batch.text)  # the typed loop left it: read it as dicts
+            cls = batch.__class__
+        # orjson decodes integers beyond 64 bits as floats: the Input Dims text of such a
+        # batch would differ from the stdlib's, so it is read again with the stdlib
+        inexact = cls is OrjsonBatch
+        before = _snapshot(sinks, names, ids, skipped, ignored, other_ph) if inexact else None
+        while True:
             try:
-                ph = e.get("ph")
-                if ph == "X":
-                    cat = e.get("cat")
-                    cls = cats.get(cat, 0)
-                    if not cls:
-                        if cat is not None and cat.__class__ is not S:
-                            skipped["non-string cat"] = skipped.get("non-string cat", 0) + 1
-                        else:
-                            c = str(cat)
-                            ignored[c] = ignored.get(c, 0) + 1
-                        continue
-                    name = e["name"]
-                    ts = e["ts"]
-                    dur = e["dur"]
-                    if name.__class__ is not S:
-                        skipped["non-string name"] = skipped.get("non-string name", 0) + 1
-                        continue
-                    a = e.get("args")
-                    if a.__class__ is not D:
-                        if a is not None:
-                            skipped["args not an object"] = skipped.get("args not an object",
-                                                                        0) + 1
-                            continue
-                        a = _EMPTY
-                    pid = e.get("pid", -1)
-                    tid = e.get("tid", -1)
-                    if pid.__class__ is not int:
-                        pid = _ident(pid, ids)
-                    if tid.__class__ is not int:
-                        tid = _ident(tid, ids)
-                    if ts.__class__ is B or dur.__class__ is B:
-                        raise TypeError("bool")
-                    ext = a.get(EXT)
-                    if ext is None:
-                        ext = a.get(EXT_LEGACY, -1)
-                    if ext.__class__ is B and cls != gann_:
-                        raise TypeError("bool")
-                    nid = name_id(name)
-                    if nid is None:
-                        nid = names[name] = len(names)
-                    if cls == op_:
-                        dims = a.get("Input Dims")
-                        seq = a.get("Sequence number", -1)
-                        fwd = a.get("Fwd thread id", -1)
-                        if seq.__class__ is B or fwd.__class__ is B:
-                            raise TypeError("bool")
-                        if dims is not None:
-                            dims = repr(dims)
-                            did = name_id(dims)
-                            if did is None:
-                                did = names[dims] = len(names)
-                        else:
-                            did = -1
-                        add_op([nid, ts, dur, pid, tid, ext, seq, fwd, did])
-                    elif cls == rt_:
-                        corr = a.get("correlation", -1)
-                        if corr.__class__ is B:
-                            raise TypeError("bool")
-                        add_rt([nid, ts, dur, pid, tid, corr, ext])
-                    elif cls == ann_:
-                        add_ann([nid, ts, dur, pid, tid, ext])
-                    else:
-                        device = a.get("device", pid)
-                        stream = a.get("stream", tid)
-                        if device.__class__ is B or stream.__class__ is B:
-                            raise TypeError("bool")
-                        if cls == gann_:
-                            add_gann([nid, ts, dur, device, stream])
-                        else:  # GPU + category
-                            corr = a.get("correlation", -1)
-                            nbytes = a.get("bytes", -1)
-                            if corr.__class__ is B or nbytes.__class__ is B:
+                for e in batch:
+                    try:
+                        ph = e.get("ph")
+                        if ph == "X":
+                            cat = e.get("cat")
+                            cls = cats.get(cat, 0)
+                            if not cls:
+                                if cat is not None and cat.__class__ is not S:
+                                    skipped["non-string cat"] = skipped.get("non-string cat", 0) + 1
+                                else:
+                                    c = str(cat)
+                                    ignored[c] = ignored.get(c, 0) + 1
+                                continue
+                            name = e["name"]
+                            ts = e["ts"]
+                            dur = e["dur"]
+                            if name.__class__ is not S:
+                                skipped["non-string name"] = skipped.get("non-string name", 0) + 1
+                                continue
+                            a = e.get("args")
+                            if a.__class__ is not D:
+                                if a is not None:
+                                    skipped["args not an object"] = skipped.get("args not an object",
+                                                                                0) + 1
+                                    continue
+                                a = _EMPTY
+                            pid = e.get("pid", -1)
+                            tid = e.get("tid", -1)
+                            if pid.__class__ is not int:
+                                pid = _ident(pid, ids)
+                            if tid.__class__ is not int:
+                                tid = _ident(tid, ids)
+                            if ts.__class__ is B or dur.__class__ is B:
                                 raise TypeError("bool")
-                            add_gpu([nid, ts, dur, device, stream, corr, ext, nbytes, cls - GPU])
-                elif (ph == "i" or ph == "I") and e.get("name") == MEMORY_EVENT_NAME:
-                    a = e["args"]
-                    pid = e.get("pid", -1)
-                    tid = e.get("tid", -1)
-                    if pid.__class__ is not int:
-                        pid = _ident(pid, ids)
-                    if tid.__class__ is not int:
-                        tid = _ident(tid, ids)
-                    ts = e["ts"]
-                    nbytes = a["Bytes"]
-                    alloc = a.get("Total Allocated", -1)
-                    resv = a.get("Total Reserved", -1)
-                    dtype = a.get("Device Type", -1)
-                    dev = a.get("Device Id", -1)
-                    if (ts.__class__ is B or nbytes.__class__ is B or alloc.__class__ is B
-                            or resv.__class__ is B or dtype.__class__ is B or dev.__class__ is B):
-                        raise TypeError("bool")
-                    add_mem([ts, nbytes, alloc, resv, dtype, dev, pid, tid])
-                else:
-                    other_ph[ph] = other_ph.get(ph, 0) + 1
-            except (KeyError, TypeError, AttributeError, ValueError, OverflowError,
-                    RecursionError) as exc:
-                reason = _why(e, exc)
-                skipped[reason] = skipped.get(reason, 0) + 1
+                            ext = a.get(EXT)
+                            if ext is None:
+                                ext = a.get(EXT_LEGACY, -1)
+                            if ext.__class__ is B and cls != gann_:
+                                raise TypeError("bool")
+                            nid = name_id(name)
+                            if nid is None:
+                                nid = names[name] = len(names)
+                            if cls == op_:
+                                dims = a.get("Input Dims")
+                                seq = a.get("Sequence number", -1)
+                                fwd = a.get("Fwd thread id", -1)
+                                if seq.__class__ is B or fwd.__class__ is B:
+                                    raise TypeError("bool")
+                                if dims is not None:
+                                    dims = repr(dims)
+                                    if inexact and "e+" in dims:
+                                        raise _Inexact  # maybe an int orjson made a float
+                                    did = name_id(dims)
+                                    if did is None:
+                                        did = names[dims] = len(names)
+                                else:
+                                    did = -1
+                                add_op([nid, ts, dur, pid, tid, ext, seq, fwd, did])
+                            elif cls == rt_:
+                                corr = a.get("correlation", -1)
+                                if corr.__class__ is B:
+                                    raise TypeError("bool")
+                                add_rt([nid, ts, dur, pid, tid, corr, ext])
+                            elif cls == ann_:
+                                add_ann([nid, ts, dur, pid, tid, ext])
+                            else:
+                                device = a.get("device", pid)
+                                stream = a.get("stream", tid)
+                                if device.__class__ is B or stream.__class__ is B:
+                                    raise TypeError("bool")
+                                if cls == gann_:
+                                    add_gann([nid, ts, dur, device, stream])
+                                else:  # GPU + category
+                                    corr = a.get("correlation", -1)
+                                    nbytes = a.get("bytes", -1)
+                                    if corr.__class__ is B or nbytes.__class__ is B:
+                                        raise TypeError("bool")
+                                    add_gpu([nid, ts, dur, device, stream, corr, ext, nbytes, cls - GPU])
+                        elif (ph == "i" or ph == "I") and e.get("name") == MEMORY_EVENT_NAME:
+                            a = e["args"]
+                            pid = e.get("pid", -1)
+                            tid = e.get("tid", -1)
+                            if pid.__class__ is not int:
+                                pid = _ident(pid, ids)
+                            if tid.__class__ is not int:
+                                tid = _ident(tid, ids)
+                            ts = e["ts"]
+                            nbytes = a["Bytes"]
+                            alloc = a.get("Total Allocated", -1)
+                            resv = a.get("Total Reserved", -1)
+                            dtype = a.get("Device Type", -1)
+                            dev = a.get("Device Id", -1)
+                            if (ts.__class__ is B or nbytes.__class__ is B or alloc.__class__ is B
+                                    or resv.__class__ is B or dtype.__class__ is B or dev.__class__ is B):
+                                raise TypeError("bool")
+                            add_mem([ts, nbytes, alloc, resv, dtype, dev, pid, tid])
+                        else:
+                            other_ph[ph] = other_ph.get(ph, 0) + 1
+                    except (KeyError, TypeError, AttributeError, ValueError, OverflowError,
+                            RecursionError) as exc:
+                        reason = _why(e, exc)
+                        skipped[reason] = skipped.get(reason, 0) + 1
+                break
+            except _Inexact:
+                _restore(before, sinks, names, ids, skipped, ignored, other_ph)
+                batch, inexact = json.loads(batch.text), False
     for ph, count in other_ph.items():
         if ph is None:
             skipped["missing ph"] = skipped.get("missing ph", 0) + count
@@ -185,12 +212,41 @@ def build(batches: Iterable[List[Any]], names: Dict[str, int], ids: Dict[Any, in
     buffers = {"ops": (ops, OP_COLS), "annotations": (ann, ANNOT_COLS),
                "runtime": (rt, RUNTIME_COLS), "gpu": (gpu, GPU_COLS),
                "gpu_annotations": (gann, GPU_ANNOT_COLS), "memory": (mem, MEM_COLS)}
-    del ops, ann, rt, gpu, gann, mem, add_op, add_ann, add_rt, add_gpu, add_gann, add_mem
+    del ops, ann, rt, gpu, gann, mem, add_op, add_ann, add_rt, add_gpu, add_gann, add_mem, sinks
     for key in list(buffers):              # convert one buffer at a time, freeing each after
         buf, layout = buffers.pop(key)
         out.cols[key] = _columns(buf, layout, skipped)
         del buf
     return out
+
+
+class _Inexact(Exception):
+    """An orjson batch whose Input Dims may hold an integer orjson turned into a float."""
+
+
+def _dicts(text: str) -> List[Any]:
+    """A batch's text (a JSON array msgspec decoded) as dicts, the way ``jsonstream`` decodes
+    a batch without the typed path."""
+    batch = _loads(text)
+    return batch if batch is not None else json.loads(text)  # (msgspec read it: it is JSON)
+
+
+def _snapshot(sinks, names, ids, skipped, ignored, other_ph):
+    """What ``_restore`` needs to undo the rows, names, ids and counters of one batch."""
+    return ([len(b) for b in sinks], len(names), len(ids), dict(skipped), dict(ignored),
+            dict(other_ph))
+
+
+def _restore(snap, sinks, names, ids, skipped, ignored, other_ph) -> None:
+    lens, n_names, n_ids, *counters = snap
+    for buf, k in zip(sinks, lens):
+        del buf[k:]
+    for d, k in ((names, n_names), (ids, n_ids)):  # insertion-ordered: drop the newest
+        for key in list(islice(reversed(d), len(d) - k)):
+            del d[key]
+    for d, old in zip((skipped, ignored, other_ph), counters):
+        d.clear()
+        d.update(old)
 
 
 # JSON spelling of each id column, for skip reasons
@@ -260,7 +316,7 @@ def _ident(x: Any, ids: Dict[Any, int]) -> int:
         v = int(t) if digits.isascii() and digits.isdigit() and len(digits) <= 18 \
             else -2 - len(ids)
     elif isinstance(x, float) and x.is_integer():
-        v = int(x)
+        return int(x)  # not cached: an int needs no label, whichever decoder made it a float
     else:
         v = -2 - len(ids)        # non-integral float: a label, like a string tid
     ids[x] = v

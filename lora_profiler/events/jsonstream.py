@@ -10,7 +10,10 @@ Kineto writes; the other top-level keys are returned as metadata) and the bare a
 ``[{...}, {...}]``.
 
 With orjson installed (``fast``), each batch of complete events is decoded by orjson; a batch
-it refuses is decoded again by the stdlib, so both give the same events. Bounded memory on any
+it refuses is decoded again by the stdlib, so both give the same events. With msgspec installed
+and ``typed=True`` (what ``load_trace`` asks for), a batch is first decoded into the typed
+structs of ``typed.py`` (only the fields the tables read); a batch msgspec refuses is decoded
+as dicts as above. Bounded memory on any
 input: one value (an event or a top-level key) of more than ``limits.MAX_VALUE_CHARS``
 characters, or nested deeper than the decoder's recursion limit, is a TraceError, and a syntax
 error is reported where it is found, without reading the rest of the file into memory.
@@ -32,6 +35,30 @@ _LOOKAHEAD = 1 << 20  # chars kept ahead of the cursor before decoding a value
 _WS = re.compile(r"[ \t\n\r]*").match
 _COMMA = re.compile(r"[ \t\n\r]*,[ \t\n\r]*").match
 _scan = json.JSONDecoder().scan_once
+
+
+class TextBatch(list):
+    """A batch of decoded events that keeps its text (a JSON array) to be decoded again."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, items, text: str):
+        super().__init__(items)
+        self.text = text
+
+
+class TypedBatch(TextBatch):
+    """Events as msgspec structs of ``typed.Event`` (only the fields the tables read)."""
+
+    __slots__ = ()
+
+
+class OrjsonBatch(TextBatch):
+    """Events as dicts from orjson, which decodes integers beyond 64 bits as floats (the
+    stdlib and msgspec keep them ints): the builder reads the text again with the stdlib when
+    that could show (an Input Dims text with an exponent)."""
+
+    __slots__ = ()
 
 
 class _Buffer:
@@ -149,11 +176,13 @@ class _Buffer:
                           f"near {near!r}; is this a Chrome/Kineto trace?")
 
 
-def iter_events(path: Path, meta: Dict[str, Any]) -> Iterator[List[Any]]:
+def iter_events(path: Path, meta: Dict[str, Any], typed: bool = False) -> Iterator[List[Any]]:
     """Yield the items of the trace's event array in batches (lists of decoded items).
 
     Args:
         path: a trace file.
+        typed: with msgspec installed, batches may be ``typed.TypedBatch`` lists of typed
+            structs (only the fields the tables read) instead of lists of dicts.
         meta: filled with the top-level keys other than ``traceEvents`` (e.g.
             ``displayTimeUnit``, ``deviceProperties``, ``distributedInfo``) as they are met;
             complete once the generator is exhausted. ``meta["_has_events_key"]`` says whether
@@ -166,7 +195,7 @@ def iter_events(path: Path, meta: Dict[str, Any]) -> Iterator[List[Any]]:
     first = b.skip_ws()
     if first == "[":
         meta["_has_events_key"] = True
-        yield from _array_items(b)
+        yield from _array_items(b, typed)
         _expect_end(b)
         return
     if first != "{":
@@ -189,7 +218,7 @@ def iter_events(path: Path, meta: Dict[str, Any]) -> Iterator[List[Any]]:
             b.pos += 1
             if key == "traceEvents" and b.skip_ws() == "[":
                 meta["_has_events_key"] = True
-                yield from _array_items(b)
+                yield from _array_items(b, typed)
             else:
                 meta[key] = b.value(f"the top-level key {key!r}")
             c = b.skip_ws()
@@ -202,7 +231,7 @@ def iter_events(path: Path, meta: Dict[str, Any]) -> Iterator[List[Any]]:
     _expect_end(b)
 
 
-def _array_items(b: _Buffer) -> Iterator[List[Any]]:
+def _array_items(b: _Buffer, typed: bool = False) -> Iterator[List[Any]]:
     """Yield batches (lists) of the items of the JSON array whose '[' is at the cursor.
 
     Fast path: cut the buffered text after its last ``},`` and decode the cut as one JSON
@@ -225,7 +254,7 @@ def _array_items(b: _Buffer) -> Iterator[List[Any]]:
             if cut <= b.pos:              # no cut in the buffer: one by one through it
                 slow_until = b.base + len(b.buf)
             else:
-                batch = _loads("[" + b.buf[b.pos:cut + 1] + "]")
+                batch = _loads("[" + b.buf[b.pos:cut + 1] + "]", typed)
                 if batch is None:
                     slow_until = b.base + cut
                 else:
@@ -256,12 +285,25 @@ def _array_items(b: _Buffer) -> Iterator[List[Any]]:
             raise b.error("the event list", truncated=(c == ""))
 
 
-def _loads(text: str) -> Optional[List[Any]]:
-    """``text`` (a JSON array) decoded by orjson when installed, else (or when orjson refuses
-    it) by the stdlib; None when neither decodes it."""
+def _loads(text: str, typed: bool = False) -> Optional[List[Any]]:
+    """``text`` (a JSON array) decoded by the first decoder installed that accepts it: with
+    ``typed``, msgspec into typed structs (a TypedBatch); msgspec into dicts; orjson (an
+    OrjsonBatch); the stdlib. None when none decodes it."""
+    ms = fast.MSGSPEC
+    if ms is not None:
+        if typed:
+            from .typed import decode
+
+            batch = decode(text)
+            if batch is not None:
+                return TypedBatch(batch, text)
+        try:
+            return ms.json.decode(text)
+        except (ValueError, RecursionError):  # msgspec.DecodeError is a ValueError
+            pass
     if fast.ORJSON is not None:
         try:
-            return fast.ORJSON.loads(text)
+            return OrjsonBatch(fast.ORJSON.loads(text), text)
         except (ValueError, RecursionError):
             pass
     try:

@@ -90,7 +90,7 @@ def _build_without_gc(path, meta, names, ids):
     gc.disable()
     sys.setrecursionlimit(max(limit, _stack_depth() + JSON_DEPTH))
     try:
-        return build(iter_events(path, meta), names, ids)
+        return build(iter_events(path, meta, typed=True), names, ids)
     finally:
         sys.setrecursionlimit(limit)
         if was_enabled:

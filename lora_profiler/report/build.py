@@ -10,6 +10,7 @@ from ..fileio import write_atomic, write_json
 # Run-folder reading lives below the report (run_folder); re-exported here for older imports.
 from ..run_folder import (SPEEDUPS, RunError, load_facts, load_mode_traces, speedup_intervals,  # noqa: F401
                           speedups)
+from ..runstate import incomplete_line
 
 REPORT_VERSION = 2
 
@@ -68,6 +69,9 @@ def build_report(run_dir: str | Path, figures: bool = True) -> dict:
     report["analysis"] = {mode: _generic(trace) for mode, trace in traces.items()}
     report["figures"] = []
     report["notes"] = []
+    unfinished = incomplete_line(facts, str(run_dir))
+    if unfinished:
+        report["notes"].append(unfinished)
     if figures:
         try:
             from .figures import draw_run_figures

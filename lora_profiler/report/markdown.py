@@ -17,6 +17,15 @@ def report_markdown(report: dict) -> str:
     """Markdown of a report dict (tables of modes, speedups, attribution, validation, figures)."""
     wl, env, ad = report["workload"], report["environment"], report["adapters"]
     out = [f"# lora_profiler report: {wl['name']}", ""]
+    from ..runstate import incomplete_line
+
+    unfinished = incomplete_line(report)
+    if unfinished:
+        out += [f"> **Incomplete:** {unfinished}.", ""]
+    for r in report.get("resumed") or []:
+        kept = r.get("kept") or {}
+        out.append(f"- resumed {r.get('at')} after {r.get('after')}: kept {kept.get('timed_rounds')} "
+                   f"timed and {kept.get('profiled_rounds')} profiled rounds")
     out.append(f"- model: {wl['arch']}, {wl['total_params']:,} parameters; batch {wl['batch_size']} x "
                f"seq {wl['seq_len']} ({wl['tokens_per_step']:,} tokens per step)")
     out.append(f"- adapters: {ad['count']} {ad['source']} (rank {ad['rank']}, alpha {ad['alpha']}, "

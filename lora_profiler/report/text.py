@@ -23,6 +23,15 @@ def summary_text(report: dict) -> str:
     lines.append(f"\n{wl['name']}: {wl['total_params'] / 1e6:.1f}M params, batch {wl['batch_size']} x "
                  f"seq {wl['seq_len']}, {report['adapters']['count']} {report['adapters']['source']} "
                  f"adapters (r={report['adapters']['rank']}) on {env['device_name']}")
+    from ..runstate import incomplete_line
+
+    unfinished = incomplete_line(report)
+    if unfinished:
+        lines.append(unfinished)
+    for r in report.get("resumed") or []:
+        kept = r.get("kept") or {}
+        lines.append(f"resumed after {r.get('after')}: kept {kept.get('timed_rounds')} timed and "
+                     f"{kept.get('profiled_rounds')} profiled rounds, measured the rest")
     w = max([11] + [len(m) + 1 for m in report["modes"]])
     lines.append(f"{'mode':{w}s} {'status':7s} {'median':>9s} {'min':>9s} {'max':>9s} {'IQR':>9s} "
                  f"{'trainable':>12s} {'saved act.':>10s}")
@@ -35,7 +44,8 @@ def summary_text(report: dict) -> str:
                          f"{fmt_s(st['max']):>9s} {fmt_s(st['iqr']):>9s} "
                          f"{e.get('trainable_params', 0):>12,d} {fmt_bytes(saved):>10s}{noisy}")
         else:
-            lines.append(f"{mode:{w}s} {e['status']:7s} {e.get('error') or ''}")
+            lines.append(f"{mode:{w}s} {e['status']:7s} "
+                         f"{e.get('error') or ('not measured' if e['status'] == 'ok' else '')}")
     sp, ci = report.get("speedup") or {}, report.get("speedup_ci") or {}
 
     def xi(key):

@@ -53,22 +53,27 @@ def test_generated_traces_load_or_raise_trace_error(c):
           suppress_health_check=list(HealthCheck))
 @given(evs=events(max_events=40), lookahead=st.integers(64, 600))
 def test_fast_and_stdlib_paths_agree_on_generated_traces(evs, lookahead):
-    """orjson (when installed) and the stdlib decode the same events; a short lookahead forces
-    many cuts and refills, including the fast path's fallbacks (NaN literals, lone
-    surrogates)."""
+    """msgspec's typed structs and orjson (when installed) and the stdlib decode the same
+    events; a short lookahead forces many cuts and refills, including the fast paths'
+    fallbacks (NaN literals, lone surrogates, malformed fields)."""
     name_events(evs)
     text = json.dumps({"traceEvents": evs}, allow_nan=True)
     path = _write(gzip.compress(text.encode("utf-8", "surrogatepass")), ".json.gz")
     try:
         got = []
-        for orjson in (fast.ORJSON, None):
+        for decoders in PATHS:
             with pytest.MonkeyPatch.context() as mp:
-                mp.setattr(fast, "ORJSON", orjson)
+                for attr, value in decoders.items():
+                    mp.setattr(fast, attr, value)
                 mp.setattr(jsonstream, "_LOOKAHEAD", lookahead)
                 got.append(_flat(check_load(path)))
-        assert got[0] == got[1]
+        assert all(g == got[-1] for g in got)
     finally:
         path.unlink()
+
+
+# the decoders of each path compared: every accelerator installed, orjson without msgspec, stdlib
+PATHS = [{}, {"MSGSPEC": None}, {"MSGSPEC": None, "ORJSON": None, "ISAL_ZLIB": None}]
 
 
 def _flat(trace):
@@ -111,12 +116,13 @@ def test_deep_nesting(tmp_path, depth, where):
         assert str(path) in str(exc.value)
         return
     got = []
-    for orjson in (fast.ORJSON, None):
+    for decoders in PATHS:
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(fast, "ORJSON", orjson)
+            for attr, value in decoders.items():
+                mp.setattr(fast, attr, value)
             t = check_load(path)
             got.append(_flat(t))
-    assert got[0] == got[1]
+    assert all(g == got[-1] for g in got)
     assert len(t.ops) == {"event": 10, "args": 6, "top": 5}[where]
     assert t.skipped == ({"not an object": 1} if where == "event" else {})
 
