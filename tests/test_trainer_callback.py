@@ -52,13 +52,28 @@ def tiny_peft_model():
     return get_peft_model(LlamaForCausalLM(config), lora)
 
 
-def train(tmp_path, callback=None, max_steps=12, **overrides):
+class MetricsTrainer(Trainer):
+    """Keeps per-batch metrics from compute_loss, as TRL's trainers do (``_metrics``): a floor
+    replay through compute_loss must not leave its batches' metrics behind."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._metrics = {"train": {"loss_seen": []}}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        self._metrics["train"]["loss_seen"].append(float(loss.detach()))
+        self.batches_seen = getattr(self, "batches_seen", 0) + 1
+        return loss
+
+
+def train(tmp_path, callback=None, max_steps=12, trainer_class=Trainer, **overrides):
     args = dict(output_dir=str(tmp_path / "trainer"), max_steps=max_steps, per_device_train_batch_size=4,
                 gradient_accumulation_steps=2, learning_rate=1e-3, max_grad_norm=1.0, logging_steps=1,
                 use_cpu=True, report_to=[], save_strategy="no", dataloader_num_workers=0, disable_tqdm=True)
     args.update(overrides)
-    trainer = Trainer(model=tiny_peft_model(), args=TrainingArguments(**args), train_dataset=Tokens(),
-                      callbacks=[callback] if callback else None)
+    trainer = trainer_class(model=tiny_peft_model(), args=TrainingArguments(**args), train_dataset=Tokens(),
+                            callbacks=[callback] if callback else None)
     trainer.train()
     return trainer
 
@@ -165,6 +180,30 @@ def test_bf16_autocast_and_gradient_checkpointing(tmp_path):
     assert facts["modes"]["frozen"]["status"] == "ok", facts["modes"]["frozen"]["error"]
     assert facts["modes"]["lora"]["step_time_s"]["n"] == 2 and facts["modes"]["frozen"]["step_time_s"]["n"] == 2
     assert facts["trainer"]["floor"]["problems"] == []
+
+
+def test_trainer_state_kept_by_compute_loss_is_restored(tmp_path):
+    cb = LoraProfilerCallback(out=tmp_path / "run", start_step=1, steps=2, block=2, profile_steps=1,
+                              calibrate=False, report=False, verbose=False)
+    a = train(tmp_path, cb, max_steps=8, trainer_class=MetricsTrainer)
+    b = train(tmp_path, max_steps=8, trainer_class=MetricsTrainer)
+    assert_same_training(a, b)
+    assert a._metrics == b._metrics and len(a._metrics["train"]["loss_seen"]) == 16
+    assert a.batches_seen == b.batches_seen == 16  # attributes a replay set are put back too
+    assert cb.facts["modes"]["frozen"]["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_torch_compile(tmp_path):
+    cb = LoraProfilerCallback(out=tmp_path / "run", start_step=0, steps=1, block=1, profile_steps=1,
+                              calibrate=False, figures=False, verbose=False)
+    assert_same_training(train(tmp_path, cb, max_steps=5, torch_compile=True),
+                         train(tmp_path, max_steps=5, torch_compile=True))
+    facts = cb.facts
+    assert facts["trainer"]["settings"]["torch_compile"] is True
+    assert facts["modes"]["lora"]["step_time_s"]["n"] == 1 and facts["modes"]["frozen"]["status"] == "ok"
+    assert any("torch.compile" in line for line in facts["trainer"]["not_measured"])
+    assert cb.report["attribution"] is not None  # phases and ops traced, without adapter scopes
 
 
 def test_full_fine_tuning_on_a_copy(tmp_path):

@@ -227,7 +227,9 @@ class LoraProfilerCallback(TrainerCallback):
                 self.session.start()
                 self._cost("profiling", t0)
             elif kind == PROFILED and self.session is not None:
-                self.session.step()
+                t0 = time.perf_counter()
+                self.session.step()  # the recorded step begins
+                self._cost("profiling", t0)
         except Exception as exc:  # never break the user's training
             self._fail_profiling(exc)
         self.clock.keep_batches = kind in (SETUP, TIMED, PROFILED)
@@ -513,6 +515,11 @@ class LoraProfilerCallback(TrainerCallback):
 
     def _finish(self) -> None:
         t0 = time.perf_counter()
+        timed = [r.total_s for r in self.records[TIMED]]
+        profiled = [r.total_s for r in self.records[WARMUP] + self.records[PROFILED]]
+        if timed and profiled:  # what the profiler added to the loop steps it ran in
+            typical = sorted(timed)[len(timed) // 2]
+            self.costs["profiled_steps"] = max(0.0, sum(profiled) - len(profiled) * typical)
         self.facts = self._facts()
         self._cleanup()
         write_json(self.out / "facts.json", self.facts)

@@ -24,9 +24,13 @@ def report_markdown(report: dict) -> str:
     out.append(f"- device: {env['device']} ({env['device_name']}), torch {env['torch']}, "
                f"{env['threads']} threads; created {report['created']}")
     settings = report.get("settings") or {}
-    out.append(f"- measured: {settings.get('steps')} timed rounds (every mode once per round, rotated "
-               f"order, no profiler, no hooks); {(settings.get('profile') or {}).get('active', 0)} "
-               "profiled rounds")
+    profiled = (settings.get("profile") or {}).get("active", 0)
+    if report.get("trainer"):
+        out.append(f"- measured: {settings.get('steps')} of the Trainer's own steps timed (no profiler, no "
+                   f"hooks), their batches replayed as the other modes; {profiled} profiled rounds")
+    else:
+        out.append(f"- measured: {settings.get('steps')} timed rounds (every mode once per round, rotated "
+                   f"order, no profiler, no hooks); {profiled} profiled rounds")
     out += ["", "## Step time per mode", "",
             "| mode | status | median | min | max | IQR | n | trainable | saved activations | peak memory |",
             "|---|---|---|---|---|---|---|---|---|---|"]
