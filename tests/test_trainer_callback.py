@@ -215,6 +215,7 @@ def test_full_fine_tuning_on_a_copy(tmp_path):
     assert full["trainable_params"] + cb.facts["modes"]["lora"]["trainable_params"] == \
         cb.facts["workload"]["total_params"]
     assert cb.facts["trainer"]["full"]["optimizer_class"] == "AdamW"
+    assert cb.facts["trainer"]["floor"]["problems"] == []  # the copy's weights train; the loop's do not
     assert cb.report["attribution"]["vs_full"] is not None
 
 

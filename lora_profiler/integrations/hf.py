@@ -364,11 +364,13 @@ class LoraProfilerCallback(TrainerCallback):
             self.full_info.update(status="failed", reason=str(as_failure(exc)))
             self.status["full"] = ("failed", self.full_info["reason"])
 
-    def _replay(self, what: str, fn, micros_per_step: list, snap_model) -> list:
-        """Run ``fn`` on each step's micro-batches inside one snapshot; failures stop the mode."""
+    def _replay(self, what: str, fn, micros_per_step: list) -> list:
+        """Run ``fn`` on each step's micro-batches inside one snapshot of the loop's model and
+        trainer (a full fine-tuning copy's own weights are meant to change); failures stop the
+        mode."""
         out = []
         tr = self.trainer
-        snap = RunState(snap_model, self.adapters, tr)
+        snap = RunState(tr.model, self.adapters, tr)
         try:
             for micros in micros_per_step:
                 out.append(fn(micros))
@@ -389,13 +391,11 @@ class LoraProfilerCallback(TrainerCallback):
         self.round_steps = []
         if not steps:
             return
-        for mode, replay, model in (("frozen", self.floor_replay, self.trainer.model),
-                                    ("full", self.full_replay, None)):
+        for mode, replay in (("frozen", self.floor_replay), ("full", self.full_replay)):
             if replay is None or self.status.get(mode, ("ok",))[0] != "ok":
                 continue
             t0 = time.perf_counter()
-            got = self._replay(mode, replay.step, [steps[0]] + steps,
-                               model if model is not None else replay.model)
+            got = self._replay(mode, replay.step, [steps[0]] + steps)
             if len(got) == len(steps) + 1:
                 for loss, times, faults in got[1:]:
                     self.samples[mode].append((times, faults))
@@ -419,8 +419,7 @@ class LoraProfilerCallback(TrainerCallback):
         micros = prepared(self.trainer, rec.batches)
         if rnd == 0 and self.hooks is not None:
             self._account(micros[0])
-        for mode, replay, model in (("frozen", self.floor_replay, self.trainer.model),
-                                    ("full", self.full_replay, None)):
+        for mode, replay in (("frozen", self.floor_replay), ("full", self.full_replay)):
             if replay is None or self.status.get(mode, ("ok",))[0] != "ok":
                 continue
             hooks = None
@@ -438,7 +437,7 @@ class LoraProfilerCallback(TrainerCallback):
                 finally:
                     files = session.stop()
                 return f2, files
-            got = self._replay(mode, run, [micros], model if model is not None else replay.model)
+            got = self._replay(mode, run, [micros])
             if hooks is not None:
                 hooks.remove()
             if got:
@@ -586,7 +585,7 @@ class LoraProfilerCallback(TrainerCallback):
             "floor": {"method": ("the step's micro-batches replayed through the trainer's compute_loss with the "
                                  "adapters disabled, every weight frozen and the input embeddings' outputs "
                                  "requiring grad; no optimizer; between two loop steps, everything restored"),
-                      "switch_in_replays": 1, "problems": list(self.problems)},
+                      "switch_in_replays": 1, "problems": list(dict.fromkeys(self.problems))},
             "full": dict(self.full_info),
             "not_measured": not_measured,
             "callback_s": {k: float(v) for k, v in self.costs.items()},
@@ -657,7 +656,7 @@ class LoraProfilerCallback(TrainerCallback):
                          + ", ".join(f"{(att.get('labels') or {}).get(k, k)} {fmt_s(c['seconds'])}" for k, c in top))
         for line in t.get("not_measured") or []:
             lines.append(f"  not measured: {line}")
-        for line in self.problems:
+        for line in dict.fromkeys(self.problems):
             lines.append(f"  WARNING: {line}")
         lines.append(f"  callback's own time {fmt_s(sum(self.costs.values()))}")
         self._say("\n".join(lines))
