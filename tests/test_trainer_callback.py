@@ -240,6 +240,27 @@ def test_training_that_ends_inside_the_window(tmp_path):
     assert cb.facts["modes"]["frozen"]["step_time_s"]["n"] == 2
 
 
+def test_training_that_ends_inside_a_round(tmp_path):
+    cb = LoraProfilerCallback(out=tmp_path / "run", start_step=1, steps=4, block=3, profile_steps=1,
+                              calibrate=False, report=False, verbose=False)
+    train(tmp_path, cb, max_steps=4)  # steps 1 setup, 2 switch, 3 timed; the round's other steps never come
+    assert cb.facts["modes"]["lora"]["step_time_s"]["n"] == 1
+    assert cb.facts["modes"]["frozen"]["step_time_s"]["n"] == 1  # the pending step was replayed at the end
+
+
+def test_callback_failure_leaves_training_alone(tmp_path, monkeypatch):
+    from lora_profiler.integrations import hf
+
+    def broken(trainer, micros):
+        raise KeyError("a bug in the callback")
+    monkeypatch.setattr(hf, "prepared", broken)
+    cb = LoraProfilerCallback(out=tmp_path / "run", start_step=1, steps=2, block=2, profile_steps=0,
+                              calibrate=False, report=False, verbose=False)
+    a = train(tmp_path, cb, max_steps=6)
+    assert_same_training(a, train(tmp_path, max_steps=6))
+    assert cb.state == "off" and "training_step" not in vars(a)
+
+
 def test_window_after_the_end_writes_nothing(tmp_path):
     cb = LoraProfilerCallback(out=tmp_path / "run", start_step=50, steps=2, verbose=False)
     trainer = train(tmp_path, cb, max_steps=3)

@@ -187,6 +187,9 @@ class LoraProfilerCallback(TrainerCallback):
     # -- the Trainer's events ---------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
         self._reset()
+        if self.out.is_dir() and any(self.out.iterdir()):
+            return self._off(f"{self.out} already holds a run (one folder per training run); give the "
+                             "callback a new out")
         trainer = _find_trainer()
         if trainer is None:
             return self._off("no transformers.Trainer found calling this callback")
@@ -253,6 +256,16 @@ class LoraProfilerCallback(TrainerCallback):
         if kind in self.records:
             self.records[kind].append(rec)
         try:
+            self._after_step(rec, i, kind, rnd)
+        except Exception as exc:  # the callback's own failure must never stop the user's training
+            self._abandon(exc)
+            return
+        if self.clock is not None:
+            self.clock.resume()
+
+    def _after_step(self, rec: StepRecord, i: int, kind: str, rnd: int) -> None:
+        """The callback's work after a loop step of the window (replays, profiling, the result)."""
+        try:
             if kind == SETUP:
                 self._setup(rec)
             elif kind == TIMED:
@@ -271,8 +284,19 @@ class LoraProfilerCallback(TrainerCallback):
                 rec.batches = []
         if i + 1 == len(self.plan):
             self._finish()
-        if self.clock is not None:
-            self.clock.resume()
+
+    def _abandon(self, exc: BaseException) -> None:
+        """Stop observing after a failure of the callback's own work; everything it changed is
+        removed (replays restore the run in their own ``finally``)."""
+        if self.session is not None:
+            try:
+                self.session.stop()
+            except Exception:
+                pass
+            self.session = None
+        self._cleanup()
+        self.state = "off"
+        self._say(f"stopped observing: {as_failure(exc)}; the training run goes on unchanged")
 
     def on_log(self, args, state, control, **kwargs):
         if self.clock is not None:
@@ -296,6 +320,11 @@ class LoraProfilerCallback(TrainerCallback):
         if self.session is not None:
             self.session.stop()
             self.session = None
+        if self.round_steps:  # the last round's timed steps still wait for their replays
+            try:
+                self._replay_round()
+            except Exception as exc:
+                self.notes.append(f"the last round's replays failed: {as_failure(exc)}")
         if self.records[TIMED]:
             done = len(self.records[TIMED])
             self.notes.append(f"training ended at step {state.global_step}, before the observed window was complete: "
@@ -417,17 +446,15 @@ class LoraProfilerCallback(TrainerCallback):
                 self._fail_profiling(exc)
             self.session = None
         micros = prepared(self.trainer, rec.batches)
-        if rnd == 0 and self.hooks is not None:
-            self._account(micros[0])
         for mode, replay in (("frozen", self.floor_replay), ("full", self.full_replay)):
-            if replay is None or self.status.get(mode, ("ok",))[0] != "ok":
+            if replay is None or self.status.get(mode, ("ok",))[0] != "ok" or not self.profiling:
                 continue
             hooks = None
             if mode == "full" and not self.compiled:
                 hooks = ModuleHooks(replay.model, replay.workload.adapters)
             session = _Session(self.out, mode, rnd, self.cuda)
 
-            def run(m, session=session):
+            def run(m, session=session, replay=replay):
                 session.start()
                 try:
                     _, _, f1 = replay.step(m)  # warm-up replay
@@ -446,10 +473,12 @@ class LoraProfilerCallback(TrainerCallback):
                 self.pfaults.setdefault(mode, {p: [] for p in PHASES})
                 for p in PHASES:
                     self.pfaults[mode][p].append(int(faults.get(p, 0)))
+        self._cost("profiling", t0)
+        if rnd == 0 and self.hooks is not None:
+            self._account(micros[0])
         if self.hooks is not None:
             self.hooks.remove()
             self.hooks = None
-        self._cost("profiling", t0)
 
     def _account(self, micro) -> None:
         """Saved activations of the loop's mode and the floor: one forward each under the hooks."""
