@@ -26,11 +26,12 @@ WIDE_INTERVAL = 0.5       # an interval wider than this fraction of its value
 def unexplained(trace, roles, costs: EventCosts, entry: dict) -> dict:
     """Per traced phase of one mode: traced time - measured time - predicted profiler cost.
 
-    The traced time is each profiled round's phase scope; the measured time the median of the
-    timed (unprofiled) phase; the predicted cost the calibrated cost of the events recorded in
-    the phase window (all threads of the process). What remains is not the profiler's per-event
-    cost: a disturbed machine, or a profiler cost the calibration does not model. A diagnostic:
-    it is never fed back into the causes.
+    The traced time is each profiled round's phase scope (the sum of its scopes when a step has
+    several: one forward and one backward per micro-batch with gradient accumulation); the
+    measured time the median of the timed (unprofiled) phase; the predicted cost the calibrated
+    cost of the events recorded in the phase windows (all threads of the process). What remains
+    is not the profiler's per-event cost: a disturbed machine, or a profiler cost the
+    calibration does not model. A diagnostic: it is never fed back into the causes.
 
     Returns:
         ``{phase: {"traced_s", "measured_s", "predicted_cost_s", "unexplained_s", "fraction",
@@ -44,15 +45,17 @@ def unexplained(trace, roles, costs: EventCosts, entry: dict) -> dict:
         if not rows.size or measured.get(name) is None:
             continue
         ts, end = sc.ts_us[rows], sc.ts_us[rows] + sc.dur_us[rows]
-        pred = costs.process_cost_us(ts, end, sc.pid[rows], sc.file[rows])  # (rounds,) us
-        traced = sc.dur_us[rows]
+        pred = costs.process_cost_us(ts, end, sc.pid[rows], sc.file[rows])  # (scopes,) us
+        _, per_step = np.unique(sc.step[rows], return_inverse=True)  # a step's scopes summed
+        traced = np.bincount(per_step, weights=sc.dur_us[rows])  # (rounds,) us
+        pred = np.bincount(per_step, weights=pred)  # (rounds,) us
         rest = traced - measured[name] * 1e6 - pred
         m = measured[name]
         out[name] = {"traced_s": float(np.median(traced)) * 1e-6, "measured_s": m,
                      "predicted_cost_s": float(np.median(pred)) * 1e-6,
                      "unexplained_s": float(np.median(rest)) * 1e-6,
                      "fraction": float(np.median(rest)) * 1e-6 / m if m else None,
-                     "rounds": int(rows.size)}
+                     "rounds": int(traced.size)}
     return out
 
 

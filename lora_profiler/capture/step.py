@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover
     def minor_faults() -> int:
         return 0
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -72,20 +72,26 @@ class StepRunner:
         if self._cuda:
             torch.cuda.synchronize(self.workload.device)
 
-    def forward_loss(self) -> torch.Tensor:
-        """The forward alone (graph built unless the mode is forward-only)."""
-        loss = self.workload.loss_fn(self.workload.model, self.config.batch)
+    def forward_loss(self, batch: Any = None) -> torch.Tensor:
+        """The forward alone (graph built unless the mode is forward-only), on ``batch`` (None:
+        the mode's batch)."""
+        loss = self.workload.loss_fn(self.workload.model, self.config.batch if batch is None else batch)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise ModeFailure(f"loss_fn returned {type(loss).__name__}"
                               f"{tuple(loss.shape) if isinstance(loss, torch.Tensor) else ''}, "
                               "expected a scalar tensor")
         return loss
 
-    def step(self) -> tuple[float, dict[str, float]]:
+    def step(self, batches: Optional[Sequence[Any]] = None) -> tuple[float, dict[str, float]]:
         """Run one step.
 
+        Args:
+            batches: micro-batches of one step with gradient accumulation: zero_grad once, a
+                forward and a backward per micro-batch (each in its own phase scope, their times
+                summed per phase), the optimizer once. None: the mode's batch.
+
         Returns:
-            (loss value, seconds per phase).
+            (loss value (the micro-batches' losses summed), seconds per phase).
 
         Raises:
             ModeFailure: non-finite loss, a loss that is not a scalar, or any exception the
@@ -101,16 +107,23 @@ class StepRunner:
                     self.optimizer.zero_grad(set_to_none=True)
                 t1 = time.perf_counter()
                 f1 = minor_faults()
-            with _scope("forward"), torch.set_grad_enabled(self.config.backward):
-                loss = self.forward_loss()
-            self._sync()
-            t2 = time.perf_counter()
-            f2 = minor_faults()
-            if self.config.backward:
-                with _scope("backward"):
-                    loss.backward()
+            t2, f2, t3, f3 = t1, f1, t1, f1  # end of the last forward, backward
+            fwd_s = bwd_s = 0.0
+            fwd_f = bwd_f = 0
+            losses = []
+            for batch in [None] if batches is None else batches:
+                with _scope("forward"), torch.set_grad_enabled(self.config.backward):
+                    loss = self.forward_loss(batch)
                 self._sync()
-            t3, f3 = (time.perf_counter(), minor_faults()) if self.config.backward else (t2, f2)
+                t2, f2 = time.perf_counter(), minor_faults()
+                fwd_s, fwd_f = fwd_s + (t2 - t3), fwd_f + (f2 - f3)
+                if self.config.backward:
+                    with _scope("backward"):
+                        loss.backward()
+                    self._sync()
+                t3, f3 = (time.perf_counter(), minor_faults()) if self.config.backward else (t2, f2)
+                bwd_s, bwd_f = bwd_s + (t3 - t2), bwd_f + (f3 - f2)
+                losses.append(loss.detach())
             if self.optimizer is not None:
                 with _scope("optimizer"):
                     self.optimizer.step()
@@ -120,12 +133,12 @@ class StepRunner:
             raise
         except Exception as exc:
             raise as_failure(exc) from exc
-        value = float(loss.detach())
+        value = sum(float(x) for x in losses)
         if not math.isfinite(value):
             raise ModeFailure(f"loss is {value} (not finite)")
-        times.update(zero_grad=t1 - t0, forward=t2 - t1, backward=t3 - t2, optimizer=t4 - t3)
+        times.update(zero_grad=t1 - t0, forward=fwd_s, backward=bwd_s, optimizer=t4 - t3)
         # page faults per phase: memory the allocator gave back to the OS, touched again
-        self.last_faults = {"zero_grad": f1 - f0, "forward": f2 - f1, "backward": f3 - f2, "optimizer": f4 - f3}
+        self.last_faults = {"zero_grad": f1 - f0, "forward": fwd_f, "backward": bwd_f, "optimizer": f4 - f3}
         return value, times
 
     def release(self) -> None:

@@ -33,9 +33,13 @@ def report_markdown(report: dict) -> str:
     out.append(f"- device: {env['device']} ({env['device_name']}), torch {env['torch']}, "
                f"{env['threads']} threads; created {report['created']}")
     settings = report.get("settings") or {}
-    out.append(f"- measured: {settings.get('steps')} timed rounds (every mode once per round, rotated "
-               f"order, no profiler, no hooks); {(settings.get('profile') or {}).get('active', 0)} "
-               "profiled rounds")
+    profiled = (settings.get("profile") or {}).get("active", 0)
+    if report.get("trainer"):
+        out.append(f"- measured: {settings.get('steps')} of the Trainer's own steps timed (no profiler, no "
+                   f"hooks), their batches replayed as the other modes; {profiled} profiled rounds")
+    else:
+        out.append(f"- measured: {settings.get('steps')} timed rounds (every mode once per round, rotated "
+                   f"order, no profiler, no hooks); {profiled} profiled rounds")
     out += ["", "## Step time per mode", "",
             "| mode | status | median | min | max | IQR | n | trainable | saved activations | peak memory |",
             "|---|---|---|---|---|---|---|---|---|---|"]
@@ -71,6 +75,8 @@ def report_markdown(report: dict) -> str:
                        + (f"{sp:.2f}x" + (f" ({ci[0]:.2f}–{ci[1]:.2f})" if ci else "") if sp else "n/a")
                        + f" | {fmt_s(oh) if oh is not None else ''} | {r.get('trainable_params') or 0:,} | "
                        f"{fmt_bytes(r.get('saved_activation_bytes'))} |")
+    if report.get("trainer"):
+        out += _trainer_md(report["trainer"])
     att = report.get("attribution")
     if att:
         out += _attribution_md(att)
@@ -116,4 +122,27 @@ def _attribution_md(att: dict) -> list:
         out += ["", "## Unreliable numbers", ""] + [f"- **{f['numbers']}**: {f['reason']}" for f in rel]
     for note in att.get("notes") or []:
         out.append(f"> note: {note}")
+    return out
+
+
+def _trainer_md(tr: dict) -> list:
+    """The Trainer callback's section: the loop's settings, its whole step and what it adds."""
+    st, step = tr.get("settings") or {}, tr.get("step_time_s") or {}
+    out = ["", f"## The Trainer's loop ({tr.get('class')})", "",
+           f"- settings: batch {st.get('per_device_train_batch_size')} per device x "
+           f"{st.get('gradient_accumulation_steps')} accumulation steps, {st.get('precision')}, gradient "
+           f"checkpointing {'on' if st.get('gradient_checkpointing') else 'off'}, torch.compile "
+           f"{'on' if st.get('torch_compile') else 'off'}, {st.get('dataloader_num_workers')} dataloader "
+           f"workers, max_grad_norm {st.get('max_grad_norm')}, {st.get('optimizer')}",
+           f"- the Trainer's whole step (on_step_begin to on_step_end): median {fmt_s(step.get('median'))} "
+           f"over {step.get('n')} timed steps; one step of the loop, with the gap before it: "
+           f"{fmt_s((tr.get('period_s') or {}).get('median'))}", "",
+           "| added by the Trainer | per step | what |", "|---|---|---|"]
+    for name, c in (tr.get("causes") or {}).items():
+        value = fmt_s(c["seconds"]) if c.get("seconds") is not None else f"not measured: {c.get('why')}"
+        out.append(f"| {name} | {value} | {c.get('what')} |")
+    for line in tr.get("not_measured") or []:
+        out.append(f"> not measured: {line}")
+    for line in (tr.get("floor") or {}).get("problems") or []:
+        out.append(f"> WARNING: {line}")
     return out
