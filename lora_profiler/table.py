@@ -43,14 +43,9 @@ def fmt_default(v: Any) -> str:
 
 def fmt_us(v: Any) -> str:
     """Microseconds as us / ms / s with 3 significant figures."""
-    if _is_missing(v):
-        return ""
-    a = abs(v)
-    if a >= 1e6:
-        return f"{v / 1e6:.3g} s"
-    if a >= 1e3:
-        return f"{v / 1e3:.3g} ms"
-    return f"{v:.3g} us"
+    from .units import fmt_us as us
+
+    return "" if _is_missing(v) else us(v)
 
 
 def fmt_pct(v: Any) -> str:

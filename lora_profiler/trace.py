@@ -399,8 +399,9 @@ def _run(args, held: list) -> tuple[int, dict]:
         print(f"lora_profiler: took over the stale lock of {out} (pid {held[0].took_over.get('pid')} "
               "is no longer running)", file=sys.stderr)
     if not args.quiet:
-        print(f"lora_profiler: {workload.name} ({workload.facts()['total_params'] / 1e6:.1f}M params, "
-              f"batch {workload.batch_size} x seq {workload.seq_len}) on {device}; "
+        from .report.describe import model_text
+
+        print(f"lora_profiler: {workload.name} ({model_text(workload.facts())}) on {device}; "
               f"{len(workload.adapters.layers)} {workload.adapters.source} adapters; "
               f"{'resuming' if previous else 'writing'} {out}/", file=sys.stderr)
     facts = capture(workload, options, out, progress=not args.quiet,

@@ -95,12 +95,10 @@ def report_html(report: dict, run_dir: str | Path) -> str:
     settings = report.get("settings") or {}
     att = report.get("attribution")
     body = [f"<h1>lora_profiler report: {e(str(wl.get('name', '?')))}</h1>", '<p class="meta">']
-    batch = (wl.get("batch") or {}).get("description") or f"batch {wl.get('batch_size')} x seq {wl.get('seq_len')}"
-    body.append(e(f"model {wl.get('arch')}, {wl.get('total_params', 0):,} parameters; {batch} "
-                  f"({wl.get('tokens_per_step', 0):,} tokens per step)"
-                  + (f"; {wl['dtype']}" if wl.get("dtype") else "")) + "<br>")
-    body.append(e(f"adapters: {ad.get('count')} {ad.get('source')} (rank {ad.get('rank')}, alpha {ad.get('alpha')}, "
-                  f"dropout {ad.get('dropout')}), {ad.get('trainable_params', 0) or 0:,} trainable parameters") + "<br>")
+    from .describe import adapters_text, model_text
+
+    body.append(e(f"model {model_text(wl)} ({wl.get('total_params', 0) or 0:,} parameters)") + "<br>")
+    body.append(e(f"adapters: {adapters_text(ad)}") + "<br>")
     body.append(e(f"device: {env.get('device')} ({env.get('device_name')}), torch {env.get('torch')}, "
                   f"{env.get('threads')} threads; created {report.get('created')}") + "<br>")
     body.append(e(f"measured: {settings.get('steps')} timed steps per mode in rounds of {settings.get('block')} "

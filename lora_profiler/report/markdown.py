@@ -26,10 +26,10 @@ def report_markdown(report: dict) -> str:
         kept = r.get("kept") or {}
         out.append(f"- resumed {r.get('at')} after {r.get('after')}: kept {kept.get('timed_rounds')} "
                    f"timed and {kept.get('profiled_rounds')} profiled rounds")
-    out.append(f"- model: {wl['arch']}, {wl['total_params']:,} parameters; batch {wl['batch_size']} x "
-               f"seq {wl['seq_len']} ({wl['tokens_per_step']:,} tokens per step)")
-    out.append(f"- adapters: {ad['count']} {ad['source']} (rank {ad['rank']}, alpha {ad['alpha']}, "
-               f"dropout {ad['dropout']}), {ad['trainable_params']:,} trainable parameters")
+    from .describe import adapters_text, model_text
+
+    out.append(f"- model: {model_text(wl)} ({wl['total_params']:,} parameters)")
+    out.append(f"- adapters: {adapters_text(ad)}")
     out.append(f"- device: {env['device']} ({env['device_name']}), torch {env['torch']}, "
                f"{env['threads']} threads; created {report['created']}")
     settings = report.get("settings") or {}

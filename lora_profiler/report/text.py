@@ -20,9 +20,10 @@ def summary_text(report: dict) -> str:
     lines = []
     wl = report["workload"]
     env = report["environment"]
-    lines.append(f"\n{wl['name']}: {wl['total_params'] / 1e6:.1f}M params, batch {wl['batch_size']} x "
-                 f"seq {wl['seq_len']}, {report['adapters']['count']} {report['adapters']['source']} "
-                 f"adapters (r={report['adapters']['rank']}) on {env['device_name']}")
+    from .describe import adapters_text, model_text
+
+    lines.append(f"\n{wl['name']}: {model_text(wl)} on {env['device_name']}")
+    lines.append(adapters_text(report["adapters"]))
     from ..runstate import incomplete_line
 
     unfinished = incomplete_line(report)

@@ -52,7 +52,9 @@ class Preset:
 
 def _params_text(config: ModelConfig) -> str:
     n = estimate_params(config)
-    return f"{n / 1e6:.1f}M params ({n:,})"
+    from ..units import fmt_params
+
+    return f"{fmt_params(n)} params ({n:,})"
 
 
 def _preset(name: str, what: str, config: ModelConfig, batch_size: int, seq_len: int) -> Preset:
