@@ -25,7 +25,7 @@ BASE_MODES: tuple[str, ...] = ("full", "lora", "frozen", "forward")
 FLOOR_MODE = "frozen"
 
 # Parts of an adapted layer: the frozen base and the adapter path's parts.
-ADAPTER_PARTS: tuple[str, ...] = ("base", "dropout", "lora_A", "lora_B", "scale_add")
+ADAPTER_PARTS: tuple[str, ...] = ("base", "dropout", "lora_A", "lora_B", "dora", "scale_add")
 
 
 def phase_scope(phase: str, prefix: str = SCOPE_PREFIX) -> str:

@@ -275,3 +275,31 @@ def test_examples_build_and_run(tmp_path, name):
     if ad["source"] == "peft":
         counted = sum(p.numel() for p in wl.adapters.trainable_parameters())
         assert facts["modes"]["lora"]["trainable_params"] == counted == ad["trainable_params"]
+
+
+def test_dora_norm_is_a_cause_of_its_own(tmp_path):
+    """DoRA's weight norm runs in PEFT's DoRA module: its ops get the ``dora`` role (not 'other
+    adapter ops' or dispatch) and the attribution reports it; plain LoRA has none."""
+    import numpy as np
+
+    from lora_profiler.analyses.lora_roles import ROLES, assign_roles
+    from lora_profiler.capture.run import ProfileSchedule
+    from lora_profiler.report.build import build_report
+    from lora_profiler.run_folder import load_mode_traces
+
+    model, _ = peft_model(tiny_llama(), r=4, lora_alpha=8, use_dora=True, target_modules=["q_proj", "v_proj"])
+    wl = build(model)
+    out = tmp_path / "run"
+    facts = capture(wl, CaptureOptions(modes=("lora", "frozen"), warmup_steps=1, steps=2, block=1,
+                                       profile=ProfileSchedule(wait=0, warmup=1, active=1), calibrate=False),
+                    out, progress=False)
+    trace = load_mode_traces(out, facts, modes=["lora"])["lora"]
+    roles = assign_roles(trace)
+    names = np.array(trace.names, dtype=object)[trace.ops.name]
+    norm = np.isin(names, ["aten::linalg_vector_norm", "aten::norm", "aten::frobenius_norm"])
+    fwd = roles.op_phase == 0
+    assert (norm & fwd).sum() >= 4  # one weight norm per DoRA layer and step
+    assert set(roles.op_role[norm & fwd]) == {ROLES.index("dora")}
+    report = build_report(out, figures=False)
+    assert report["attribution"]["causes"]["dora"]["seconds"] > 0
+    assert report["attribution"]["causes"]["adapter_other"]["seconds"] < report["attribution"]["causes"]["dora"]["seconds"]

@@ -13,7 +13,8 @@ sum of the causes is what they do not explain: nothing is fitted to make it smal
 Causes (seconds per step; ``CAUSES``):
 
 - adapter path, forward and backward: ``dropout``, ``lora_A``, ``lora_B``, ``scale``, ``add``,
-  ``adapter_other`` (dtype casts, DoRA's norm, ... in the adapted layer outside its parts);
+  ``adapter_other`` (dtype casts, ... in the adapted layer outside its parts), ``dora`` (DoRA's
+  magnitude and weight norm: PEFT's DoRA module less the lora_A/lora_B it calls);
 - ``grad_accumulation``: AccumulateGrad nodes, mode minus floor (the adapters' or all weights'
   gradients, less the floor's own input-gradient leaf);
 - ``grad_input_sum``: the autograd engine's gradient sums, mode minus floor (an adapted layer's
@@ -36,7 +37,7 @@ Causes (seconds per step; ``CAUSES``):
 
 Groups (``GROUPS``, the report's ``components``) sum causes: ``adapter_matmul_fwd`` /
 ``adapter_matmul_bwd`` (lora_A + lora_B per phase), ``adapter_elementwise`` (dropout, scale,
-add, adapter_other, grad_accumulation, grad_input_sum), ``adapter_optimizer``,
+add, adapter_other, dora, grad_accumulation, grad_input_sum), ``adapter_optimizer``,
 ``dispatch_overhead`` (CPU) or ``gpu_idle_in_adapter`` (GPU), ``weight_gradients`` and
 ``other_ops_delta`` (floor_only_nodes + mode_only_nodes + rest_of_network).
 """
@@ -62,7 +63,8 @@ _OWN_OPS = ADAPTER_ROLES + ("weight_grad",)
 GROUPS = {
     "adapter_matmul_fwd": [("lora_A", "forward"), ("lora_B", "forward")],
     "adapter_matmul_bwd": [("lora_A", "backward"), ("lora_B", "backward")],
-    "adapter_elementwise": ["dropout", "scale", "add", "adapter_other", "grad_accumulation", "grad_input_sum"],
+    "adapter_elementwise": ["dropout", "scale", "add", "adapter_other", "dora", "grad_accumulation",
+                            "grad_input_sum"],
     "adapter_optimizer": ["optimizer"],
     "dispatch_overhead": ["dispatch"],
     "weight_gradients": ["weight_grad"],
@@ -71,6 +73,7 @@ GROUPS = {
 LABELS = {
     "dropout": "dropout", "lora_A": "lora_A matmul", "lora_B": "lora_B matmul",
     "scale": "scale (× alpha/r)", "add": "add to the base output", "adapter_other": "other adapter ops",
+    "dora": "DoRA magnitude & weight norm",
     "grad_accumulation": "gradient accumulation", "grad_input_sum": "input-gradient sums",
     "weight_grad": "weight-gradient matmuls", "dispatch": "dispatch / launch",
     "optimizer": "optimizer", "floor_only_nodes": "input gradients skipped",

@@ -15,7 +15,8 @@ Roles (``ROLES``):
 - ``module`` any module that is not an adapted layer; ``base`` an adapted layer's frozen base;
 - the adapter path: ``dropout``, ``lora_A``, ``lora_B``, ``scale`` (the multiply by alpha/r),
   ``add`` (the sum with the base output) and ``adapter_other`` (anything else the adapted layer
-  runs outside its parts: dtype casts, DoRA's weight norm);
+  runs outside its parts: dtype casts), ``dora`` (PEFT's DoRA module: the magnitude and the
+  weight norm, lora_A/lora_B called inside it keep their own roles);
 - ``accumulate_grad`` autograd's AccumulateGrad nodes (gradients into leaves: trainable weights,
   or the frozen floor's input embedding output);
 - ``engine`` the autograd engine's own ops between nodes: summing the gradients of a tensor used
@@ -41,16 +42,16 @@ from ..names import TRACED_PHASES, parse_scope
 
 # Phase indices here follow this order (forward first); names.PHASES lists them in run order.
 PHASES = TRACED_PHASES + tuple(p for p in STEP_PHASES if p not in TRACED_PHASES)
-ROLES = ("none", "module", "base", "dropout", "lora_A", "lora_B", "scale", "add", "adapter_other",
+ROLES = ("none", "module", "base", "dropout", "lora_A", "lora_B", "scale", "add", "adapter_other", "dora",
          "accumulate_grad", "engine", "weight_grad")
-ADAPTER_ROLES = ("dropout", "lora_A", "lora_B", "scale", "add", "adapter_other")
+ADAPTER_ROLES = ("dropout", "lora_A", "lora_B", "scale", "add", "adapter_other", "dora")
 MATMUL_ROLES = ("lora_A", "lora_B")
 MATMUL_LEAF_OPS = frozenset({"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"})
 _MATMUL_LIKE = MATMUL_LEAF_OPS | {"aten::linear", "aten::matmul", "aten::_addmm_activation"}
 _SCALE_OPS = frozenset({"aten::mul", "aten::mul_", "aten::div", "aten::div_"})
 _ADD_OPS = frozenset({"aten::add", "aten::add_"})
 ACCUMULATE_GRAD = BACKWARD_PREFIX + " torch::autograd::AccumulateGrad"
-_PART_ROLE = {"base": "base", "dropout": "dropout", "lora_A": "lora_A", "lora_B": "lora_B"}
+_PART_ROLE = {"base": "base", "dropout": "dropout", "lora_A": "lora_A", "lora_B": "lora_B", "dora": "dora"}
 R = {name: i for i, name in enumerate(ROLES)}
 
 

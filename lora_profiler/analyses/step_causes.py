@@ -37,7 +37,8 @@ TRACE_CAUSES = ADAPTER_ROLES + ("accumulate_grad", "engine", "weight_grad", "dis
 C = {name: i for i, name in enumerate(TRACE_CAUSES)}
 _ROLE_CAUSE = {R[r]: C[r] for r in ADAPTER_ROLES + ("accumulate_grad", "engine", "weight_grad")}
 _ROLE_CAUSE.update({R[r]: C["other"] for r in OTHER_ROLES})
-DISPATCH_PARTS = ("layer", "dropout", "lora_A", "lora_B", "scale", "add", "adapter_other", "accumulate_grad")
+# (DoRA's module: its backward nodes' gaps; its forward dispatch counts in "layer")
+DISPATCH_PARTS = ("layer", "dropout", "lora_A", "lora_B", "scale", "add", "adapter_other", "dora", "accumulate_grad")
 
 
 @dataclass

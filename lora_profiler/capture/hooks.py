@@ -45,7 +45,8 @@ class ModuleHooks:
             if isinstance(part.layer, LoRALinear):
                 part.layer.lp_scope = adapter_scope(part.path)
             for suffix, sub, cat in (("base", part.base, "base"), ("dropout", part.dropout, "adapter"),
-                                     ("lora_A", part.lora_A, "adapter"), ("lora_B", part.lora_B, "adapter")):
+                                     ("lora_A", part.lora_A, "adapter"), ("lora_B", part.lora_B, "adapter"),
+                                     ("dora", part.magnitude, "adapter")):
                 if sub is not None:
                     roles[id(sub)] = (adapter_scope(part.path, suffix), cat)
                     inside_part.update(id(m) for m in sub.modules() if m is not sub)

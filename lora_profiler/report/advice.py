@@ -23,8 +23,10 @@ TRY = {
              "fused LoRA kernel",
     "add": "adding the adapter output to the base output is a separate op per layer: a fused LoRA kernel "
            "removes it",
-    "adapter_other": "other ops inside the adapted layers (dtype casts, DoRA's norm) cost time: check the "
+    "adapter_other": "other ops inside the adapted layers (dtype casts) cost time: check the "
                      "adapters' dtype matches the model's",
+    "dora": "DoRA recomputes the norm of W + BA in every step: plain LoRA drops it; merged weights at inference "
+            "do not pay it",
     "grad_accumulation": "the adapters' gradient accumulation (one AccumulateGrad node per parameter) costs "
                          "time: fewer, larger adapters amortise it",
     "grad_input_sum": "each adapted layer's input receives two gradients to add: fewer adapted layers cut it",

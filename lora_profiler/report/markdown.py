@@ -98,6 +98,11 @@ def _attribution_md(att: dict) -> list:
         out.append(f"| {labels.get(name, name)} | {fmt_s(c['seconds'])}{flag} | {fmt_s(c.get('min'))} – "
                    f"{fmt_s(c.get('max'))} | {_share(c['seconds'], total)} |")
     out.append(f"| residual (unexplained) | {fmt_s(att.get('residual_s'))} | | {_share(att.get('residual_s'), total)} |")
+    from .text import shares_note
+
+    note = shares_note(att)
+    if note:
+        out += ["", f"Note: {note}."]
     vf = att.get("vs_full")
     if vf and vf.get("table"):
         out += ["", "## LoRA against full fine-tuning", "",

@@ -106,6 +106,24 @@ def _share(sec: Optional[float], total: Optional[float]) -> str:
     return f"{100 * sec / total:6.1f}%" if sec is not None and total else "      "
 
 
+def shares_note(att: dict) -> Optional[str]:
+    """Why a share is negative or above 100% (or why shares mean little), when one is."""
+    total = att.get("overhead_s")
+    ci = att.get("overhead_ci_s")
+    if not total:
+        return None
+    if total < 0 or (ci and ci[0] <= 0 <= ci[1]):
+        return ("shares are of an overhead within noise of zero (its 95% interval holds 0): read the "
+                "causes' times, not their shares")
+    values = [c.get("seconds") for c in (att.get("causes") or {}).values()] + [att.get("residual_s")]
+    shares = [v / total for v in values if v is not None]
+    if not any(s < -0.005 or s > 1.0 for s in shares):
+        return None
+    return ("shares are of the measured overhead (T_lora - T_frozen) and sum to 100% with the residual: a "
+            "negative one is work the frozen floor does and LoRA does not (or a cause measured below "
+            "its floor twin), so the others add up to more than 100%")
+
+
 def attribution_text(att: dict) -> str:
     """LoRA's overhead over the frozen floor, cause by cause with the spread over profiled
     rounds; the groups; LoRA against full fine-tuning; the ablations; what is unreliable."""
@@ -127,6 +145,9 @@ def attribution_text(att: dict) -> str:
                      f"{_share(c['seconds'], total)}{flag}")
     lines.append(f"  {'residual (unexplained)':28s} {fmt_s(att.get('residual_s')):>9s}  {'':>24s} "
                  f"{_share(att.get('residual_s'), total)}")
+    note = shares_note(att)
+    if note:
+        lines.append(f"  ({note})")
     groups = att.get("groups") or {}
     if groups:
         lines.append("  groups: " + ", ".join(f"{g} {fmt_s(v['seconds'])}" for g, v in
