@@ -25,6 +25,7 @@ from typing import Optional
 import numpy as np
 
 from ..events import KIND_NAMES, Trace
+from ..names import TRACED_PHASES
 
 _RECORD = re.compile(r"^(nccl|gloo|mpi|ucc|xccl|rccl|hccl|c10d):_?([A-Za-z_]+)$")
 _COMM_OP = re.compile(r"^(c10d::|c10d_functional::|_c10d_functional::|record_param_comms$|"
@@ -222,6 +223,41 @@ class Collectives:
             "exposed_per_step_us": float(np.median([s["exposed_us"] for s in steps])) if steps else None,
             "per_step": steps,
         }
+
+
+def exposed_by_phase(trace: Trace, scope_phase: np.ndarray, phases: tuple, step_pos: np.ndarray,
+                     n_steps: int, coll: Optional[Collectives] = None) -> Optional[np.ndarray]:
+    """(steps, len(phases)) us of exposed collective time per step and phase (None: the trace has
+    no collectives). CPU: within each phase scope's window; GPU: the step's GPU window, counted in
+    the last phase (backward: where gradient all-reduces run).
+
+    Args:
+        scope_phase: (scopes,) phase index of each phase scope, -1 for other scopes.
+        step_pos: step row -> position in the per-step arrays (-1: not counted).
+    """
+    coll = coll or Collectives(trace)
+    if not coll.rec.size and not coll.gpu:
+        return None
+    out = np.zeros((n_steps, len(phases)))
+    if coll.gpu:
+        st = trace.steps
+        for s in range(len(st.ts_us)):
+            p = step_pos[s] if s < len(step_pos) else -1
+            if p < 0:
+                continue
+            lo, hi = float(st.gpu_ts_us[s]), float(st.gpu_end_us[s])
+            if not (np.isfinite(lo) and hi > lo):
+                lo, hi = float(st.ts_us[s]), float(st.ts_us[s] + st.dur_us[s])
+            out[p, phases.index(TRACED_PHASES[-1])] += coll.exposed_in(lo, hi, int(st.file[s]))
+        return out
+    sc = trace.scopes
+    for i in np.flatnonzero((scope_phase >= 0) & (sc.step >= 0)).tolist():
+        p = step_pos[sc.step[i]]
+        if p < 0:
+            continue
+        lo = float(sc.ts_us[i])
+        out[p, scope_phase[i]] += coll.exposed_in(lo, lo + float(sc.dur_us[i]), int(sc.file[i]))
+    return out
 
 
 def communication(trace: Trace, file: Optional[int] = None) -> dict:

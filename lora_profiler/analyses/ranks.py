@@ -2,7 +2,8 @@
 time, the slowest rank and the spread, communication, kernels and launches (torch-free).
 
 A file's rank is its ``distributedInfo.rank`` (torch.profiler writes it when the process group
-is initialised), else the number in ``rank<N>`` / ``rank-<N>`` of its name, else its index.
+is initialised), else the number in ``rank<N>`` / ``rank-<N>`` of its name, else 0 (files
+without either are one process's: a single-process run's rounds).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def file_ranks(trace: Trace) -> list[int]:
             out.append(int(info["rank"]))
             continue
         m = _RANK_IN_NAME.search(Path(path).name)
-        out.append(int(m.group(1)) if m else i)
+        out.append(int(m.group(1)) if m else 0)  # no rank written anywhere: one process's files
     return out
 
 
