@@ -51,9 +51,17 @@ def analyze_trace(trace: Trace, top: Optional[int] = 15, steps: bool = True) -> 
     Keys: kind, version, files, device, steps (step windows: one per ProfilerStep of each file),
     events,
     headline (flat figures), gpu {kernel, memcpy, memset: {count, total_us}, by_kind, by_name,
-    idle}, launches {count, linked, ..., by_api, by_kernel}, ops, dispatch, per_step, skipped,
-    ignored, counts.
+    idle}, launches {count, linked, ..., by_api, by_kernel}, ops, dispatch, per_step,
+    communication (``analyses.communication``), ranks (``analyses.ranks``: per-rank figures, None
+    for one rank), skipped, ignored, counts.
     """
+    from .analyses.communication import Collectives
+    from .analyses.ranks import rank_analysis
+
+    coll = Collectives(trace)
+    comm = coll.summary()
+    if not steps:
+        comm["per_step"] = []
     kb = kernel_breakdown(trace, top=top)
     ls = launch_stats(trace).to_dict()
     ls["by_kernel"] = launch_table(trace, top=top)
@@ -73,6 +81,8 @@ def analyze_trace(trace: Trace, top: Optional[int] = 15, steps: bool = True) -> 
         "ops": op_table(trace, top=top).to_dict(),
         "dispatch": dispatch_overhead(trace, top=top).to_dict(),
         "per_step": per_step(trace) if steps else [],
+        "communication": comm,
+        "ranks": rank_analysis(trace, coll),
         "skipped": dict(trace.skipped), "ignored": dict(trace.ignored),
         "counts": dict(trace.counts),
     }

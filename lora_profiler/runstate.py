@@ -132,9 +132,12 @@ def incomplete_line(facts: dict, out: Optional[str] = None) -> Optional[str]:
     prog = facts.get("progress") or {}
     status = facts.get("status")
     how = f"interrupted by {prog['signal']}" if prog.get("signal") else (
+        f"stopped ({prog['error']})" if prog.get("error") else
         "interrupted" if status == INTERRUPTED else "still running, or killed")
     at = f" during {prog['at']}" if prog.get("at") else ""
     gone = missing(prog)
     what = f"; missing: {', '.join(gone)}" if gone else "; every measurement was taken"
+    if facts.get("distributed"):  # a multi-rank run is not resumed (see capture/distributed.py)
+        return f"run {how}{at}{what}; start a new run to measure the rest"
     resume = f"python -m lora_profiler.trace --resume {out or '<run folder>'}"
     return f"run {how}{at}{what}; {resume} finishes it"

@@ -55,6 +55,15 @@ a model file defines build_model() returning an nn.Module (or a module-level `mo
 optionally make_batch(batch_size, seq_len, device), loss_fn(model, batch) and LORA_TARGETS.
 Adapters already in the model (PEFT, torchtune) are used as they are.
 
+distributed (torchrun):
+  torchrun --nproc_per_node N -m lora_profiler.trace [model.py] ... runs every rank on its own
+  shard of the batch (--batch-size is the global batch), each training mode wrapped as users
+  wrap it (--wrap ddp: DistributedDataParallel over the mode's trainable parameters; the frozen
+  floor and forward have none and run unwrapped), timed in lock-step (a barrier before every
+  block), traces per rank in tb/<mode>/<mode>.rank<R>.<ns>.pt.trace.json.gz; rank 0 writes one
+  report with every rank's step times and the communication. A rank that dies or hangs past
+  --dist-timeout stops the run with one line naming it; what was measured stays in facts.json.
+
 interrupted runs:
   Ctrl-C or SIGTERM writes what was measured (facts.json, "status": "interrupted"), builds the
   report from it and exits 130 (SIGINT) or 143 (SIGTERM); --resume DIR finishes the run,
@@ -189,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
                    help="cast the model to this dtype (default: keep it; built-in presets are float32)")
     m.add_argument("--threads", type=_positive_int, help="CPU threads for torch (default: torch's own choice)")
+    d = p.add_argument_group("distributed (under torchrun; ignored without it)")
+    d.add_argument("--wrap", choices=("ddp", "fsdp"), default="ddp",
+                   help="how each training mode's model is wrapped (default ddp; fsdp: "
+                        "FullyShardedDataParallel with use_orig_params, where the device and model allow)")
+    d.add_argument("--dist-timeout", type=_positive_float, default=120.0, metavar="S",
+                   help="seconds a rank waits for the others at a barrier or collective before the "
+                        "run stops naming the ranks that did not come (default 120)")
     o = p.add_argument_group("output")
     o.add_argument("--out", type=Path, help="run folder (default runs/<timestamp>; never overwrites a run)")
     o.add_argument("--resume", type=Path, metavar="DIR",
@@ -298,6 +314,10 @@ def _dtype(args):
     return getattr(torch, args.dtype) if args.dtype else None
 
 
+# This rank's capture.distributed.DistContext under torchrun (None without it).
+_DIST: list = []
+
+
 def run(args) -> tuple[int, dict]:
     """Capture, then build the report, holding the run folder's lock. Returns (exit status,
     headline); interrupted by SIGINT/SIGTERM: the facts so far and their report, 128 + signal."""
@@ -307,6 +327,9 @@ def run(args) -> tuple[int, dict]:
     try:
         return _run(args, held)
     except BaseException as exc:
+        if held and type(exc).__name__ == "DistError":
+            _dist_failed(held[0].folder)
+            raise
         if held and (isinstance(exc, KeyboardInterrupt) or runstate.received()):
             return _interrupted(args, held[0].folder, exc)
         if held and isinstance(exc, OSError) and (held[0].folder / "facts.json").is_file():
@@ -320,6 +343,27 @@ def run(args) -> tuple[int, dict]:
     finally:
         for lock in held:
             lock.release()
+        while _DIST:
+            _DIST.pop().close()
+
+
+def _dist_failed(out: Path) -> None:
+    """Rank 0 after another rank failed: the facts of the last finished round are on disk
+    (capture wrote them as interrupted); the report from them, quickly and without figures,
+    while torchrun's SIGTERM to the survivors waits (it comes once a rank has failed)."""
+    import signal
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        from .report.build import build_report
+
+        build_report(out, figures=False)
+        print(f"lora_profiler: what was measured is in {out}/facts.json and {out}/report.md",
+              file=sys.stderr)
+    except Exception as err:  # noqa: BLE001 - the report is a courtesy here: one line
+        print(f"lora_profiler: report not written: {err}", file=sys.stderr)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _interrupted(args, out: Path, exc: BaseException) -> tuple[int, dict]:
@@ -330,6 +374,14 @@ def _interrupted(args, out: Path, exc: BaseException) -> tuple[int, dict]:
 
     signum = runstate.signum_of(exc)
     status = 128 + signum
+    if _DIST and signum == signal_number("SIGTERM"):  # torchrun stops the survivors of a failed rank
+        try:
+            states = _DIST[0].peers()
+        except Exception:  # noqa: BLE001
+            states = {}
+        bad = [f"rank {r} {s}" for r, s in sorted(states.items()) if s in ("dead", "stopped", "silent")]
+        if bad:
+            print(f"lora_profiler: stopped by torchrun after a failed rank: {', '.join(bad)}", file=sys.stderr)
     headline = {"out": str(out), "status": "interrupted", "signal": runstate.signal_name(signum),
                 "report": None, "resume": f"python -m lora_profiler.trace --resume {out}"}
     facts = mark_interrupted(out, signum)
@@ -361,8 +413,20 @@ def _interrupted(args, out: Path, exc: BaseException) -> tuple[int, dict]:
     return status, headline
 
 
+def signal_number(name: str) -> int:
+    import signal
+
+    return int(getattr(signal, name))
+
+
 def _run(args, held: list) -> tuple[int, dict]:
     """Capture, then build the report. Returns (exit status, headline)."""
+    from .capture.distributed import launched
+
+    if launched():
+        from .trace_distributed import run_distributed
+
+        return run_distributed(args, held)
     from .capture.checkpoint import Checkpoint
     from .capture.run import capture
     from .runlock import claim
@@ -450,11 +514,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from . import runstate
     from .capture.checkpoint import ResumeError
     from .fileio import WriteError
+    from .capture.distributed import DistError
     from .runlock import FolderError
 
     try:
         with runstate.interrupts():
             status, headline = run(args)
+    except DistError as exc:
+        if args.debug:
+            raise
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 1
     except (UsageError, FolderError, ResumeError, WriteError) as exc:
         if args.debug:
             raise
@@ -469,9 +539,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{parser.prog}: error: cannot write {exc.filename}: {exc.strerror}; free some space "
               "or choose another --out", file=sys.stderr)
         return 2
-    print(json.dumps(headline))
+    if headline.get("rank", 0) == 0:  # under torchrun only rank 0 prints the headline
+        print(json.dumps(headline))
     return status
 
 
 if __name__ == "__main__":
     sys.exit(main())
+

@@ -27,6 +27,9 @@ Causes (seconds per step; ``CAUSES``):
   every input gradient; LoRA skips those below its first adapter's input), negative;
 - ``mode_only_nodes``: backward nodes off the adapter path only the mode runs (e.g. the
   embedding's weight gradient in full fine-tuning);
+- ``communication`` (multi-rank traces only, ``analyses.communication``): collective time no
+  compute overlapped (the gradient all-reduce the step waits for), mode minus floor, taken out of
+  the ops and gaps ``rest_of_network`` would otherwise hold;
 - ``rest_of_network``: every other op, mode minus floor: how the mode slows (or speeds) the rest
   of the step — memory and cache pressure, or noise;
 - ``page_faults_unseen``: page faults are inside the ops' times, so the trace sees those of the
@@ -55,7 +58,8 @@ from .profiler_cost import EventCosts
 from .step_causes import C, DISPATCH_PARTS, StepCauses, step_causes
 
 CAUSES = ADAPTER_ROLES + ("grad_accumulation", "grad_input_sum", "weight_grad", "dispatch", "optimizer",
-                          "floor_only_nodes", "mode_only_nodes", "rest_of_network", "page_faults_unseen")
+                          "floor_only_nodes", "mode_only_nodes", "communication", "rest_of_network",
+                          "page_faults_unseen")
 _FROM_TRACE = {"grad_accumulation": "accumulate_grad", "grad_input_sum": "engine"}
 # Causes that are time of the mode's own ops: below 0 only when the profiler-cost correction
 # took more than was traced (then clipped to 0 and flagged).
@@ -68,6 +72,7 @@ GROUPS = {
     "adapter_optimizer": ["optimizer"],
     "dispatch_overhead": ["dispatch"],
     "weight_gradients": ["weight_grad"],
+    "communication": ["communication"],
     "other_ops_delta": ["floor_only_nodes", "mode_only_nodes", "rest_of_network", "page_faults_unseen"],
 }
 LABELS = {
@@ -77,7 +82,8 @@ LABELS = {
     "grad_accumulation": "gradient accumulation", "grad_input_sum": "input-gradient sums",
     "weight_grad": "weight-gradient matmuls", "dispatch": "dispatch / launch",
     "optimizer": "optimizer", "floor_only_nodes": "input gradients skipped",
-    "mode_only_nodes": "extra backward nodes", "rest_of_network": "rest of the network",
+    "mode_only_nodes": "extra backward nodes", "communication": "communication (exposed collectives)",
+    "rest_of_network": "rest of the network",
     "page_faults_unseen": "page faults the trace missed",
 }
 
@@ -90,9 +96,17 @@ class ModeTrace:
         self.roles = assign_roles(trace, weight_shapes)
         self.costs = EventCosts(trace, calibration)
         self.causes: StepCauses = step_causes(trace, self.roles, self.costs)
+        from .communication import exposed_by_phase
+        from .lora_roles import PHASES as ROLE_PHASES
+
+        pos = np.full(max(len(trace.steps.ts_us), 1), -1, dtype=np.int64)
+        pos[self.causes.steps] = np.arange(len(self.causes.steps))
+        comm = exposed_by_phase(trace, self.roles.scope_phase, ROLE_PHASES, pos, len(self.causes.steps))
+        # (steps, 2) us of exposed collective time, forward and backward (None: no collectives)
+        self.comm = comm[:, [ROLE_PHASES.index(p) for p in PHASES]] if comm is not None else None
 
 
-def _round_causes(mode: StepCauses, floor: Optional[StepCauses], r: int) -> dict:
+def _round_causes(mode: StepCauses, floor: Optional[StepCauses], r: int, comm=(None, None)) -> dict:
     """cause -> [forward us, backward us] of round ``r`` (mode minus floor)."""
     mv = mode.value_us[r]
     fv = floor.value_us[r] if floor is not None and r < len(floor.value_us) else np.zeros_like(mv)
@@ -115,8 +129,16 @@ def _round_causes(mode: StepCauses, floor: Optional[StepCauses], r: int) -> dict
     other = float(d[C["other"], 0] + d[C["other"], 1])
     out["floor_only_nodes"] = [0.0, floor_only]
     out["mode_only_nodes"] = [0.0, mode_only]
-    out["rest_of_network"] = [float(d[C["other"], 0]), float(d[C["other"], 1]) - floor_only - mode_only]
-    assert abs(sum(out["rest_of_network"]) + floor_only + mode_only - other) < 1e-6
+    cm, cf = comm
+    com = [0.0, 0.0]
+    if cm is not None or cf is not None:  # exposed collectives, out of the other ops and gaps
+        a = cm[r] if cm is not None and r < len(cm) else np.zeros(2)
+        b = cf[r] if cf is not None and r < len(cf) else np.zeros(2)
+        com = [float(a[0] - b[0]), float(a[1] - b[1])]
+        out["communication"] = com
+    out["rest_of_network"] = [float(d[C["other"], 0]) - com[0],
+                              float(d[C["other"], 1]) - floor_only - mode_only - com[1]]
+    assert abs(sum(out["rest_of_network"]) + floor_only + mode_only + sum(com) - other) < 1e-6
     return out
 
 
@@ -192,7 +214,8 @@ def attribute(mode: ModeTrace, floor: Optional[ModeTrace], facts: dict, mode_nam
     mc = mode.causes
     fc = floor.causes if floor is not None else None
     n_rounds = _rounds(mc, fc)
-    per_round = [_round_causes(mc, fc, r) for r in range(n_rounds)]
+    comm = (getattr(mode, "comm", None), getattr(floor, "comm", None))
+    per_round = [_round_causes(mc, fc, r, comm) for r in range(n_rounds)]
     causes: dict = {}
     for cause in CAUSES:
         if cause == "page_faults_unseen":

@@ -111,10 +111,11 @@ class Checkpoint:
         self.progress.update(done)
         self._write(facts, RUNNING)
 
-    def interrupted(self, signum: int) -> dict:
+    def interrupted(self, signum: Optional[int], error: Optional[str] = None) -> dict:
         """Write the facts of the last consistent point with ``"status": "interrupted"``, the
-        signal and where the run was; remove trace files no finished round lists. Returns the
-        facts written (None when the run had not reached its first checkpoint)."""
+        signal (None when another rank's failure stopped the run: ``error`` says which) and where
+        the run was; remove trace files no finished round lists. Returns the facts written (None
+        when the run had not reached its first checkpoint)."""
         with deferred():  # a second signal waits until the facts are safe
             self.progress["signal"] = signal_name(signum)
             if self.last is None:
@@ -122,6 +123,8 @@ class Checkpoint:
             facts = copy.deepcopy(self.last)
             facts["progress"].update(signal=self.progress["signal"], phase=self.progress["phase"],
                                      at=self.progress["at"])
+            if error is not None:
+                facts["progress"]["error"] = error
             facts["status"] = INTERRUPTED
             write_json(self.out_dir / FACTS_NAME, facts)
             drop_unlisted_traces(self.out_dir, facts)
@@ -214,6 +217,8 @@ def drop_unlisted_traces(out_dir: Path, facts: dict) -> list:
     """Remove capture's trace files (and temporary files) in ``out_dir/tb/<mode>/`` that no
     mode of ``facts`` lists: those of a profiled round that did not finish. Returns them."""
     listed = {f for e in (facts.get("modes") or {}).values() for f in e.get("trace_files") or []}
+    for rank in (facts.get("distributed") or {}).get("ranks") or []:  # the other ranks' traces
+        listed.update(f for e in (rank or {}).get("modes", {}).values() for f in e.get("trace_files") or [])
     gone = []
     tb = Path(out_dir) / "tb"
     for folder in sorted(tb.iterdir()) if tb.is_dir() else []:

@@ -190,7 +190,7 @@ class _Progress:
 
 
 def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
-            progress: bool = True, checkpoint: Optional[Checkpoint] = None) -> dict:
+            progress: bool = True, checkpoint: Optional[Checkpoint] = None, dist=None) -> dict:
     """Measure every mode of ``workload`` and write ``out_dir/facts.json`` and traces.
 
     Args:
@@ -200,6 +200,10 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
         progress: show a progress bar on stderr.
         checkpoint: writes facts.json as the run goes and, made from an interrupted run's
             facts, continues that run (default: a fresh ``Checkpoint(out_dir)``).
+        dist: under torchrun, this rank's ``distributed.DistContext``: every mode's step runs
+            on the model as users wrap it (DDP), ranks meet before every timed block and
+            profiled session, trace files carry the rank, and a failed mode stops the run on
+            every rank (``DistError``); the checkpoint should be a ``DistCheckpoint``.
 
     Returns:
         The facts (as written to facts.json). A mode that failed has ``status: failed`` and
@@ -248,7 +252,17 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
     if ckpt.previous is not None:
         calibration = ckpt.restore(results, samples, phases, faults, losses)
 
+    def new_runner(mode: str, cfg) -> StepRunner:
+        return StepRunner(workload, cfg, lr=options.lr,
+                          module=dist.wrap(workload, cfg) if dist is not None else None)
+
+    def sync(where: str) -> None:
+        if dist is not None:
+            dist.sync(where)
+
     def fail(mode: str, exc: ModeFailure):
+        if dist is not None:  # the ranks' collectives must match: no rank drops a mode alone
+            raise dist.mode_failure(mode, exc)
         results[mode].update(status="failed", error=str(exc))
         if hooks is not None:
             hooks.reset()
@@ -261,7 +275,7 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
     def run_one(mode: str, record: bool):
         cfg = switch_mode(workload, mode, input_grad)
         if mode not in runners:
-            runners[mode] = StepRunner(workload, cfg, lr=options.lr)
+            runners[mode] = new_runner(mode, cfg)
         runner = runners[mode]
         runner.config = cfg
         loss, t = runner.step()
@@ -281,6 +295,7 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
         warm-up round, one untimed step)."""
         n = min(block, options.steps - (rnd - options.warmup_steps) * block) if record else 0
         for mode in _rotated(ok(timed), rnd):
+            sync(f"{'timed' if record else 'warm-up'} round {rnd + 1}, {mode}")
             for k in range(1 + n):
                 timing = k > 0
                 if timing and sampler is not None:
@@ -305,10 +320,12 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
         try:
             for mode in _rotated(ok(profiled_modes), rnd):
                 try:
+                    sync(f"profiled round {rnd + 1}, {mode}")
                     if mode not in runners:
-                        runners[mode] = StepRunner(workload, switch_mode(workload, mode, input_grad), lr=options.lr)
+                        runners[mode] = new_runner(mode, switch_mode(workload, mode, input_grad))
                     files = _profile_session(workload, mode, input_grad, runners[mode], options, out_dir,
-                                             results[mode], bar, rnd)
+                                             results[mode], bar, rnd,
+                                             worker=f"{mode}.rank{dist.rank}" if dist is not None else mode)
                     results[mode].setdefault("trace_files", []).extend(files)
                 except ModeFailure as exc:
                     fail(mode, exc)
@@ -341,7 +358,7 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
         ckpt.at("accounting", "the accounting of memory and saved activations")
         for mode in modes if not ckpt.progress["accounting_done"] else ():
             if mode not in runners and results[mode]["status"] == "ok":
-                runners[mode] = StepRunner(workload, switch_mode(workload, mode, input_grad), lr=options.lr)
+                runners[mode] = new_runner(mode, switch_mode(workload, mode, input_grad))
             _account(workload, mode, input_grad, runners.get(mode), results[mode], hooks, fail)
             if mode_kind(mode) != "forward":
                 bar.update(f"accounting {mode}")
@@ -398,6 +415,8 @@ def capture(workload: Workload, options: CaptureOptions, out_dir: Path,
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt) or runstate.received():
             ckpt.interrupted(runstate.signum_of(exc))
+        elif dist is not None and type(exc).__name__ == "DistError":  # another rank failed
+            ckpt.interrupted(None, error=str(exc))
         raise
     finally:
         leave_variant(workload)
@@ -523,7 +542,8 @@ def _account(workload: Workload, mode: str, input_grad: InputGrad, runner: Optio
     mem = res["memory"]
     if cfg.backward:
         try:
-            res["saved_activations"] = measure_saved(workload.model, hooks, runner.forward_loss)
+            res["saved_activations"] = measure_saved(workload.model, hooks,
+                                                     lambda: runner.forward_loss(wrapped=False))
             mem["accounted_bytes"] = (mem["param_bytes"] + mem["grad_bytes"] + mem["optimizer_state_bytes"]
                                       + res["saved_activations"]["total_bytes"])
         except Exception as exc:  # the user's loss or model raised in this mode
@@ -575,7 +595,8 @@ def _trace_writer(folder: Path, worker: str, gzip_level1: bool):
 
 
 def _profile_session(workload: Workload, mode: str, input_grad: InputGrad, runner: StepRunner,
-                     options: CaptureOptions, out_dir: Path, res: dict, bar: _Progress, rnd: int) -> list[str]:
+                     options: CaptureOptions, out_dir: Path, res: dict, bar: _Progress, rnd: int,
+                     worker: Optional[str] = None) -> list[str]:
     """One profiler session of ``mode`` (the mode's own runner: its optimizer, no second copy)
     recording one step; returns the trace files written
     (relative to out_dir). The session skips ``rnd`` rounds' worth of step numbers first, so the
@@ -595,7 +616,7 @@ def _profile_session(workload: Workload, mode: str, input_grad: InputGrad, runne
     with profile(activities=activities,
                  schedule=schedule(wait=sched.wait, warmup=sched.warmup, active=1, repeat=1,
                                    skip_first=skip),
-                 on_trace_ready=_trace_writer(trace_dir, mode, options.gzip_traces),
+                 on_trace_ready=_trace_writer(trace_dir, worker or mode, options.gzip_traces),
                  record_shapes=True, profile_memory=True, with_stack=False) as prof:
         for _ in range(skip):  # nothing runs or is recorded: the step counter moves on
             prof.step()
@@ -617,4 +638,6 @@ def _profile_session(workload: Workload, mode: str, input_grad: InputGrad, runne
         res["memory"]["peak_source"] = ("CPU: the allocator events of the profiled steps (see "
                                         "report attribution.peak_memory_bytes); accounted_bytes "
                                         "= parameters + gradients + optimizer state + saved activations")
-    return sorted(str(p.relative_to(out_dir)) for p in set(trace_dir.iterdir()) - before)
+    # this session's files only: other ranks write into the same folder at the same time
+    return sorted(str(p.relative_to(out_dir)) for p in set(trace_dir.iterdir()) - before
+                  if p.name.startswith(f"{worker or mode}.") and p.is_file())

@@ -60,6 +60,9 @@ class StepRunner:
     workload: Workload
     config: ModeConfig
     lr: float = 1e-5
+    # What the step calls the loss on: the workload's model (None), or the model as the user
+    # wraps it for distributed training (DistributedDataParallel, FSDP; capture/distributed.py).
+    module: Optional[torch.nn.Module] = None
 
     def __post_init__(self):
         self.optimizer: Optional[torch.optim.Optimizer] = (
@@ -72,10 +75,12 @@ class StepRunner:
         if self._cuda:
             torch.cuda.synchronize(self.workload.device)
 
-    def forward_loss(self, batch: Any = None) -> torch.Tensor:
+    def forward_loss(self, batch: Any = None, wrapped: bool = True) -> torch.Tensor:
         """The forward alone (graph built unless the mode is forward-only), on ``batch`` (None:
-        the mode's batch)."""
-        loss = self.workload.loss_fn(self.workload.model, self.config.batch if batch is None else batch)
+        the mode's batch); ``wrapped=False`` calls the bare model even when the runner has a
+        distributed wrapper (a forward without its backward would leave DDP's reduction open)."""
+        module = self.module if wrapped and self.module is not None else self.workload.model
+        loss = self.workload.loss_fn(module, self.config.batch if batch is None else batch)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise ModeFailure(f"loss_fn returned {type(loss).__name__}"
                               f"{tuple(loss.shape) if isinstance(loss, torch.Tensor) else ''}, "

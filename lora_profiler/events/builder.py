@@ -28,7 +28,7 @@ from .schema import (ANNOTATION, GPU, GPU_ANNOTATION, MEMORY_EVENT_NAME, OP, RUN
 
 # Row layouts of the flat buffers (column order). Units: ts/dur in us, bytes in bytes.
 OP_COLS = ("name", "ts_us", "dur_us", "pid", "tid", "ext", "seq", "fwd_tid", "dims")
-ANNOT_COLS = ("name", "ts_us", "dur_us", "pid", "tid", "ext")
+ANNOT_COLS = ("name", "ts_us", "dur_us", "pid", "tid", "ext", "dims")
 RUNTIME_COLS = ("name", "ts_us", "dur_us", "pid", "tid", "corr", "ext")
 GPU_COLS = ("name", "ts_us", "dur_us", "device", "stream", "corr", "ext", "bytes", "cat")
 GPU_ANNOT_COLS = ("name", "ts_us", "dur_us", "device", "stream")
@@ -159,7 +159,17 @@ def build(batches: Iterable[List[Any]], names: Dict[str, int], ids: Dict[Any, in
                                     raise TypeError("bool")
                                 add_rt([nid, ts, dur, pid, tid, corr, ext])
                             elif cls == ann_:
-                                add_ann([nid, ts, dur, pid, tid, ext])
+                                dims = a.get("Input Dims")  # collectives' (nccl:all_reduce ...)
+                                if dims is not None:
+                                    dims = repr([dims, a.get("Input type")])
+                                    if inexact and "e+" in dims:
+                                        raise _Inexact
+                                    did = name_id(dims)
+                                    if did is None:
+                                        did = names[dims] = len(names)
+                                else:
+                                    did = -1
+                                add_ann([nid, ts, dur, pid, tid, ext, did])
                             else:
                                 device = a.get("device", pid)
                                 stream = a.get("stream", tid)

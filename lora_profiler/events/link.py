@@ -36,7 +36,8 @@ def assemble(raw: RawFile, names: List[str], file_index: int, scope_prefix: str)
     # legacy traces write record_function ranges as ops: move them to the annotations
     move = is_step_name[op["name"]] | is_scope_name[op["name"]]
     if move.any():
-        ann = {k: np.concatenate([ann[k], op[k][move]]) for k in ann}
+        ann = {k: np.concatenate([ann[k], op[k][move] if k != "dims"
+                                  else np.full(int(move.sum()), -1, dtype=ann[k].dtype)]) for k in ann}
         op = {k: v[~move] for k, v in op.items()}
     a_step = is_step_name[ann["name"]]
     a_scope = is_scope_name[ann["name"]] & ~a_step
@@ -143,7 +144,8 @@ def assemble(raw: RawFile, names: List[str], file_index: int, scope_prefix: str)
                     depth=s_depth, step=step_of(pg_sc, s_ts))
     annotations = Annotations(name=an["name"].astype(I32), ts_us=an["ts_us"],
                               dur_us=an["dur_us"], pid=an["pid"], tid=an["tid"],
-                              file=file_col(len(an["ts_us"])), step=step_of(pg_an, an["ts_us"]))
+                              file=file_col(len(an["ts_us"])), step=step_of(pg_an, an["ts_us"]),
+                              dims=an["dims"].astype(I32))
     steps = Steps(number=numbers, name=st["name"].astype(I32), ts_us=st["ts_us"],
                   dur_us=st["dur_us"], pid=st["pid"], tid=st["tid"],
                   file=file_col(len(numbers)), gpu_ts_us=gpu_ts, gpu_end_us=gpu_end)

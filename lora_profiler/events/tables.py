@@ -169,7 +169,9 @@ class Annotations(_Table):
     """Every other CPU ``record_function`` range (not a step, not a scope), e.g.
     ``nccl:all_reduce``, ``Optimizer.step#SGD.step``.
 
-    Columns: name (int32); ts_us, dur_us (float64 us); pid, tid (int64); file (int16); step.
+    Columns: name (int32); ts_us, dur_us (float64 us); pid, tid (int64); file (int16); step;
+    dims (int32 name id of ``repr([Input Dims, Input type])``, -1 without Input Dims: the
+    tensors a collective such as ``gloo:all_reduce`` moved; ``select.parse_annotation_dims``).
     """
 
     name: np.ndarray
@@ -179,6 +181,7 @@ class Annotations(_Table):
     tid: np.ndarray
     file: np.ndarray
     step: np.ndarray
+    dims: np.ndarray
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ class Args(Struct):
     seq: Num = field(name="Sequence number", default=-1)
     fwd: Num = field(name="Fwd thread id", default=-1)
     dims: Optional[list] = field(name="Input Dims", default=None)
+    types: Optional[list] = field(name="Input type", default=None)
     corr: Num = field(name="correlation", default=-1)
     device: _Num = UNSET
     stream: _Num = UNSET
@@ -149,7 +150,15 @@ def _rows(batch, sinks, names, ids, ignored, other_ph, ident) -> None:
             elif cls == rt_:
                 rt_rows += (nid, ts, dur, pid, tid, a.corr, ext)
             elif cls == ann_:
-                ann_rows += (nid, ts, dur, pid, tid, ext)
+                dims = a.dims
+                if dims is not None:
+                    dims = repr([dims, a.types])
+                    did = name_id(dims)
+                    if did is None:
+                        did = names[dims] = len(names)
+                else:
+                    did = -1
+                ann_rows += (nid, ts, dur, pid, tid, ext, did)
             else:
                 device = a.device
                 stream = a.stream

@@ -67,6 +67,10 @@ def build_report(run_dir: str | Path, figures: bool = True) -> dict:
 
     report["prediction"] = prediction(facts, load_census(run_dir))
     report["analysis"] = {mode: _generic(trace) for mode, trace in traces.items()}
+    if facts.get("distributed"):
+        from ..analyses.distributed import distributed_summary
+
+        report["distributed"] = distributed_summary(facts, _rank_traces(run_dir, facts, traces))
     report["figures"] = []
     report["notes"] = []
     unfinished = incomplete_line(facts, str(run_dir))
@@ -102,3 +106,20 @@ def _generic(trace) -> dict:
     from ..analyses.summary import headline, per_step
 
     return {"whole": headline(trace), "steps": per_step(trace)}
+
+
+def _rank_traces(run_dir: Path, facts: dict, rank0: dict) -> dict:
+    """rank -> mode -> Trace of that rank's trace files (rank 0's already loaded)."""
+    from ..events import load_trace
+
+    out = {0: rank0}
+    for r in (facts.get("distributed") or {}).get("ranks") or []:
+        if not r or r.get("rank") == 0:
+            continue
+        got = {}
+        for mode, e in (r.get("modes") or {}).items():
+            files = [run_dir / f for f in e.get("trace_files") or []]
+            if files and all(f.is_file() for f in files):
+                got[mode] = load_trace(files)
+        out[r["rank"]] = got
+    return out

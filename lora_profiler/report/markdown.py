@@ -80,6 +80,10 @@ def report_markdown(report: dict) -> str:
     att = report.get("attribution")
     if att:
         out += _attribution_md(att)
+    if report.get("distributed"):
+        from .distributed_text import distributed_lines
+
+        out += distributed_lines(report["distributed"], markdown=True)
     if report.get("figures"):
         out += ["", "## Figures", ""] + [f"![{f}]({f})" for f in report["figures"] if f.endswith(".png")]
     return "\n".join(out) + "\n"

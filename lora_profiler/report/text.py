@@ -60,6 +60,10 @@ def summary_text(report: dict) -> str:
         lines.append(attribution_text(report["attribution"]))
     if report.get("prediction"):
         lines += prediction_text(report["prediction"])
+    if report.get("distributed"):
+        from .distributed_text import distributed_lines
+
+        lines += distributed_lines(report["distributed"])
     if report.get("figures"):
         lines.append(f"figures: {len(report['figures'])} in {report['figures'][0].rsplit('/', 1)[0]}/")
     return "\n".join(lines)

@@ -100,7 +100,10 @@ def with_grad_inputs(batch: Any, only: Optional[set[str]] = None) -> Any:
 
 
 def is_hf_model(model: nn.Module) -> bool:
-    """A Hugging Face ``PreTrainedModel`` or a PEFT ``PeftModel`` (by class name, no import)."""
+    """A Hugging Face ``PreTrainedModel`` or a PEFT ``PeftModel`` (by class name, no import;
+    under a DistributedDataParallel or FSDP wrapper, the model it wraps)."""
+    if type(model).__name__ in ("DistributedDataParallel", "FullyShardedDataParallel"):
+        model = model.module
     return any(c.__name__ in ("PreTrainedModel", "PeftModel") for c in type(model).__mro__)
 
 
