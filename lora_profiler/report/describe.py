@@ -44,12 +44,32 @@ def adapters_text(ad: dict) -> str:
             f"{', '.join(parts[1:])}), {ad.get('trainable_params', 0) or 0:,} trainable parameters")
     extra = ad.get("extra_trainable") or {}
     if extra:
-        shown = ", ".join(f"{fmt_params(n)} in {path}" for path, n in list(extra.items())[:3])
-        more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""
-        text += f" (of which outside the adapters: {shown}{more})"
+        text += f" (of which outside the adapters: {extra_text(extra)})"
     if ad.get("unsupported"):
         text += f"; not broken down: {', '.join(ad['unsupported'])}"
     return text
+
+
+def _short(path: str) -> str:
+    """A module path without PEFT's wrappers: 'classifier', 'layer.0.attention.self.query'."""
+    for wrapper in ("base_model.model.", ".modules_to_save.default", ".base_layer"):
+        path = path.replace(wrapper, "")
+    return path
+
+
+def extra_text(extra: dict) -> str:
+    """Trainable parameters outside the adapters, ``{module path: count}``, in a few words:
+    '3.08K in 9 modules: classifier 1.03K, 8 x 256 (encoder.layer.0.attention.self.query, ...)'."""
+    total = sum(extra.values())
+    by_size: dict = {}
+    for path, n in sorted(extra.items(), key=lambda kv: -kv[1]):
+        by_size.setdefault(n, []).append(_short(path))
+    parts = []
+    for n, paths in by_size.items():
+        parts.append(f"{paths[0]} {fmt_params(n)}" if len(paths) == 1 else
+                     f"{len(paths)} x {fmt_params(n)} ({paths[0]}, ...)")
+    shown = "; ".join(parts[:3]) + ("; ..." if len(parts) > 3 else "")
+    return f"{fmt_params(total)} in {len(extra)} module{'s' * (len(extra) != 1)}: {shown}"
 
 
 def model_text(wl: dict) -> str:

@@ -1,6 +1,6 @@
 """The workload, adapters and shares in words."""
 
-from lora_profiler.report.describe import adapters_text, batch_text, model_text
+from lora_profiler.report.describe import adapters_text, batch_text, extra_text, model_text
 from lora_profiler.report.text import shares_note
 
 
@@ -34,4 +34,7 @@ def test_per_layer_ranks_are_a_distribution_and_extra_trainables_are_named():
           "extra_trainable": {"classifier": 1538}}
     text = adapters_text(ad)
     assert "rank 4-16 (4 x2, 8 x4, 16 x2)" in text and "alpha 16" in text
-    assert "lora x6, dora x2" in text and "1.54K in classifier" in text and "10,000 trainable" in text
+    assert "lora x6, dora x2" in text and "1.54K in 1 module: classifier 1.54K" in text and "10,000 trainable" in text
+    peft = {"base_model.model.bert.layer.0.query.base_layer": 256, "base_model.model.bert.layer.1.query.base_layer": 256,
+            "base_model.model.classifier.modules_to_save.default": 1028}
+    assert extra_text(peft) == "1.54K in 3 modules: classifier 1.03K; 2 x 256 (bert.layer.0.query, ...)"
