@@ -97,6 +97,11 @@ def resolve_out(out: Optional[Union[str, Path]], cli: bool = False) -> Path:
             out = base.with_name(f"{base.name}-{n}")
         return out
     out = Path(out)
+    if cli:  # the command line's words, and another live run's lock named (runlock.claim checks again)
+        from .runlock import check_new
+
+        check_new(out)
+        return out
     if out.exists() and not out.is_dir():
         raise SettingsError(f"{_named('out', out, cli)}: is a file, not a folder")
     if out.is_dir() and any(out.iterdir()):

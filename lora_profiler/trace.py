@@ -15,7 +15,6 @@ import json
 import os
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -230,17 +229,9 @@ def resolve_device(text: str):
 def resolve_out(out: Optional[Path]) -> Path:
     """The run folder: never one that already holds a run (``runlock.claim`` checks again
     under the folder's lock)."""
-    from .runlock import check_new
+    from .api import resolve_out as resolve
 
-    if out is None:
-        base = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-        out, n = base, 1
-        while out.exists():
-            n += 1
-            out = base.with_name(f"{base.name}-{n}")
-        return out
-    check_new(out)
-    return out
+    return resolve(out, cli=True)
 
 
 # Options not stored for --resume (the resuming command's own apply), and those --resume may be
