@@ -82,7 +82,7 @@ LABELS = {
     "grad_accumulation": "gradient accumulation", "grad_input_sum": "input-gradient sums",
     "weight_grad": "weight-gradient matmuls", "dispatch": "dispatch / launch",
     "optimizer": "optimizer", "floor_only_nodes": "input gradients skipped",
-    "mode_only_nodes": "extra backward nodes", "communication": "communication (exposed collectives)",
+    "mode_only_nodes": "extra backward nodes", "communication": "communication (exposed)",
     "rest_of_network": "rest of the network",
     "page_faults_unseen": "page faults the trace missed",
 }
