@@ -16,16 +16,30 @@ Layering (see ARCHITECTURE.md): workload -> capture -> files on disk -> events -
 
 __version__ = "0.1.0"
 
-from .analyses.adapter_estimate import adapter_estimate
-from .analyses.dispatch import dispatch_overhead
-from .analyses.idle import gpu_idle
-from .analyses.kernels import kernel_breakdown
-from .analyses.launches import launch_stats
-from .analyses.ops import op_table
-from .api import Run, Settings, SettingsError, compare, example_model, profile
-from .events import Trace, TraceError, load_trace
-from .run_folder import RunError
-from .table import Table
+import importlib
+
+# name -> the module that defines it; imported on first use (PEP 562), so that ``import
+# lora_profiler.events`` (analyze, the trace reader) does not pay for the API and every analysis.
+_LAZY = {
+    "adapter_estimate": ".analyses.adapter_estimate", "dispatch_overhead": ".analyses.dispatch",
+    "gpu_idle": ".analyses.idle", "kernel_breakdown": ".analyses.kernels", "launch_stats": ".analyses.launches",
+    "op_table": ".analyses.ops", "Run": ".api", "Settings": ".api", "SettingsError": ".api", "compare": ".api",
+    "example_model": ".api", "profile": ".api", "Trace": ".events", "TraceError": ".events",
+    "load_trace": ".events", "RunError": ".run_folder", "Table": ".table",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "__version__", "profile", "Run", "Settings", "SettingsError", "RunError", "example_model",
