@@ -18,7 +18,6 @@ from lora_profiler.documents import analyze_trace
 from lora_profiler.events import load_trace
 
 ROOT = Path(__file__).resolve().parents[1]
-HTA = Path(__file__).resolve().parents[2] / "shared" / "traces" / "hta"
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="torchrun with Gloo on Linux/macOS")
 
 
@@ -133,8 +132,8 @@ def test_a_killed_rank_ends_the_run_naming_it_and_keeps_what_was_measured(tmp_pa
     assert len(facts["modes"]["lora"]["step_time_s"]["samples"]) >= 2
 
 
-def test_real_nccl_ranks_sampled_128_rank_job():
-    doc = analyze_trace(load_trace(HTA / "sampled_2ranks"), top=5, steps=False)
+def test_real_nccl_ranks_sampled_128_rank_job(traces_dir):
+    doc = analyze_trace(load_trace(traces_dir / "hta" / "sampled_2ranks"), top=5, steps=False)
     ranks = doc["ranks"]
     assert ranks["world_size"] == 128 and [r["rank"] for r in ranks["ranks"]] == [0, 1]
     for r in ranks["ranks"]:
@@ -147,8 +146,8 @@ def test_real_nccl_ranks_sampled_128_rank_job():
     assert doc["communication"]["collectives"]["all_reduce"]["bytes_known"]
 
 
-def test_real_ddp_rank_without_input_dims():
-    doc = analyze_trace(load_trace(HTA / "ddp_v100_rank1"), top=5, steps=False)
+def test_real_ddp_rank_without_input_dims(traces_dir):
+    doc = analyze_trace(load_trace(traces_dir / "hta" / "ddp_v100_rank1"), top=5, steps=False)
     c = doc["communication"]
     assert c["backend"] == "nccl" and c["source"] == "gpu kernels"
     assert c["collectives"]["all_reduce"]["count"] == 2020
