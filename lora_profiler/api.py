@@ -103,9 +103,9 @@ def resolve_out(out: Optional[Union[str, Path]], cli: bool = False) -> Path:
         check_new(out)
         return out
     if out.exists() and not out.is_dir():
-        raise SettingsError(f"{_named('out', out, cli)}: is a file, not a folder")
+        raise SettingsError(f"{_named('out', out, False)}: is a file, not a folder")
     if out.is_dir() and any(out.iterdir()):
-        raise SettingsError(f"{_named('out', out, cli)}: folder is not empty (it may hold an earlier run); "
+        raise SettingsError(f"{_named('out', out, False)}: folder is not empty (it may hold an earlier run); "
                             "choose a new one")
     return out
 

@@ -123,9 +123,8 @@ def shares_note(att: dict) -> Optional[str]:
     shares = [v / total for v in values if v is not None]
     if not any(s < -0.005 or s > 1.0 for s in shares):
         return None
-    return ("shares are of the measured overhead (T_lora - T_frozen) and sum to 100% with the residual: a "
-            "negative one is work the frozen floor does and LoRA does not (or a cause measured below "
-            "its floor twin), so the others add up to more than 100%")
+    return ("shares sum to 100% with the residual; a negative one is work the floor does and LoRA skips, "
+            "so the others can add up to more than 100%")
 
 
 def attribution_text(att: dict) -> str:
