@@ -21,16 +21,21 @@ log="$OUT/gpu_profile.log"
 } >"$log" 2>&1
 runs=/tmp/lora_profiler_gpu_runs
 rm -rf "$runs"; mkdir -p "$runs"
-for spec in "default bfloat16" "gpt2-small bfloat16" "default float32"; do
+# The first run also times the strategies and checks the cost model against this GPU (issue 9).
+for spec in "default bfloat16 --modes full,lora,frozen,forward,fused-lora,lora-fa --advise" \
+            "gpt2-small bfloat16" "default float32"; do
   set -- $spec
   name="$1-$2"
-  echo "== $name" >>"$log"
-  timeout 150 python3 -m lora_profiler.trace --preset "$1" --dtype "$2" --device cuda --steps 10 \
-      --out "$runs/$name" --quiet >>"$log" 2>&1
+  preset=$1 dtype=$2
+  shift 2
+  echo "== $name $*" >>"$log"
+  timeout 240 python3 -m lora_profiler.trace --preset "$preset" --dtype "$dtype" --device cuda --steps 10 \
+      --out "$runs/$name" --quiet "$@" >>"$log" 2>&1
   echo "exit $?" >>"$log"
   if [ -f "$runs/$name/report.json" ]; then
     cp "$runs/$name/report.json" "$OUT/$name.report.json"
-    tar -czf "$OUT/$name.tar.gz" -C "$runs/$name" tb figures report.md 2>>"$log"
+    extra=$( [ -f "$runs/$name/census.json" ] && echo census.json )
+    tar -czf "$OUT/$name.tar.gz" -C "$runs/$name" tb figures report.md $extra 2>>"$log"
   fi
 done
 ls -la "$OUT" >>"$log"
