@@ -239,6 +239,11 @@ REPORT = {
                           "below_ridge_fraction": 1.0},
         "timeline": _timeline(),
     },
+    "prediction": {"rows": [
+        {"mode": "full", "measured_s": 0.040, "predicted_s": 0.036, "error": -0.10},
+        {"mode": "lora", "measured_s": 0.030, "predicted_s": 0.033, "error": 0.10},
+        {"mode": "frozen", "measured_s": 0.020, "predicted_s": 0.019, "error": -0.05},
+        {"mode": "lora-fa", "measured_s": None, "predicted_s": 0.028, "error": None}]},
     "analysis": {}, "figures": [],
 }
 

@@ -25,6 +25,7 @@ from ..names import PHASES as STEP_PHASES
 from . import style
 from .style import ADAPTER, BASE, NEUTRAL, OTHER, PAGE_IN, label_device, mode_color, mode_label
 from .attribution_figures import FigureDataError, overhead_figure, validation_figure, vs_full_figure
+from .strategy_figures import prediction_figure
 from .sweep_figures import naive_speedup, rank_targets_figure, speedup_tokens_figure
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "overhead_figure",
     "validation_figure",
     "vs_full_figure",
+    "prediction_figure",
     "small_matmul_figure",
     "memory_figure",
     "timeline_figure",
@@ -350,6 +352,7 @@ RUN_FIGURES: dict[str, Callable[[dict], Figure]] = {
     "timeline": timeline_figure,  # g
     "validation": validation_figure,  # e (with --validate)
     "vs_full": vs_full_figure,  # f
+    "prediction": prediction_figure,  # the cost model against the measurement (with --advise)
 }
 SKIPPED_FILE = "skipped.json"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from . import style
 from .style import NEUTRAL, label_device, mode_color, mode_label
@@ -61,4 +62,50 @@ def pareto_figure(data: dict) -> Figure:
         fig.text(0.005, 0.99, f"{data.get('steps', '?')} fine-tuning steps, {seeds} seed(s); whiskers: min–max",
                  fontsize=6.5, va="top", color=NEUTRAL)
         label_device(fig, data.get("environment"))
+    return fig
+
+
+def prediction_figure(report: dict) -> Figure:
+    """The cost model against the measurement (``--advise``): predicted against measured median
+    step time for every mode and strategy that ran, on log axes with y = x and a ±20% band; the
+    strategies predicted but not run are listed beside, with their prediction.
+
+    Raises:
+        FigureDataError: the run has no prediction, or no mode with both numbers.
+    """
+    from .attribution_figures import FigureDataError
+
+    pred = report.get("prediction") or {}
+    rows = [r for r in pred.get("rows") or [] if r.get("measured_s") and r.get("predicted_s")]
+    if not rows:
+        raise FigureDataError("report['prediction'] has no mode with both a measured and a predicted step "
+                              "time (run with --advise)")
+    unpredicted = [r for r in pred.get("rows") or [] if not r.get("measured_s") and r.get("predicted_s")]
+    values = [v for r in rows for v in (r["measured_s"], r["predicted_s"])]
+    unit, k = style.time_unit(max(values))
+    with style.paper_style():
+        fig, ax = style.new_figure(style.COLUMN_IN, 2.8)
+        lo, hi = min(values) * k / 1.5, max(values) * k * 1.5
+        ax.plot([lo, hi], [lo, hi], color=NEUTRAL, linewidth=0.8, linestyle="--", label="y = x")
+        ax.fill_between([lo, hi], [lo / 1.2, hi / 1.2], [lo * 1.2, hi * 1.2], color=NEUTRAL, alpha=0.12,
+                        linewidth=0, label="±20%")
+        for r in rows:
+            ax.plot(r["measured_s"] * k, r["predicted_s"] * k, "o", color=mode_color(r["mode"]), markersize=4,
+                    label=f"{mode_label(r['mode'])} ({100 * r['error']:+.0f}%)" if r.get("error") is not None
+                    else mode_label(r["mode"]))
+        for r in unpredicted:
+            ax.axhline(r["predicted_s"] * k, color=mode_color(r["mode"]), linewidth=0.6, linestyle=":",
+                       label=f"{mode_label(r['mode'])}: predicted, not run")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(plain)
+            axis.set_minor_formatter(plain)
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_xlabel(f"measured step time, median ({unit})")
+        ax.set_ylabel(f"predicted step time ({unit})")
+        ax.legend(fontsize=5.5, loc="upper left", handlelength=1.2)
+        label_device(fig, report.get("environment"))
     return fig

@@ -140,7 +140,7 @@ def test_every_mode_failed(report):
 
 def test_draw_run_figures_inline(report, tmp_path):
     paths = F.draw_run_figures(report, tmp_path)
-    names = ["step_time", "overhead", "small_matmuls", "memory", "timeline", "validation", "vs_full"]
+    names = ["step_time", "overhead", "small_matmuls", "memory", "timeline", "validation", "vs_full", "prediction"]
     assert paths == [f"figures/{n}.{ext}" for n in names for ext in ("png", "pdf")]
     assert not (tmp_path / "figures" / "skipped.json").exists()
 
@@ -148,7 +148,7 @@ def test_draw_run_figures_inline(report, tmp_path):
 def test_draw_run_figures_skips_with_reasons(report, tmp_path):
     report["attribution"] = None
     paths = F.draw_run_figures(report, tmp_path)
-    assert paths == [f"figures/{n}.{ext}" for n in ("step_time", "memory") for ext in ("png", "pdf")]
+    assert paths == [f"figures/{n}.{ext}" for n in ("step_time", "memory", "prediction") for ext in ("png", "pdf")]
     skipped = json.loads((tmp_path / "figures" / "skipped.json").read_text())
     assert set(skipped) == {"overhead", "small_matmuls", "timeline", "validation", "vs_full"}
     assert all("attribution" in why for why in skipped.values())
@@ -159,7 +159,7 @@ def test_draw_run_figures_removes_stale_skips(report, tmp_path):
     report["attribution"] = None
     F.draw_run_figures(report, tmp_path)
     report["attribution"] = attribution  # e.g. the report rebuilt once attribution ran
-    assert len(F.draw_run_figures(report, tmp_path)) == 14
+    assert len(F.draw_run_figures(report, tmp_path)) == 16
     assert not (tmp_path / "figures" / "skipped.json").exists()
 
 
@@ -194,3 +194,16 @@ def test_sparse_attribution_still_draws(report):
     assert [t.get_text() for t in F.overhead_figure(report).axes[0].get_yticklabels()][-1] == "residual (unexplained)"
     assert "base layers" not in _texts(F.small_matmul_figure(report))
     assert len(F.timeline_figure(report).axes) == 1
+
+
+def test_prediction_figure(report):
+    """One point per mode with both numbers, at (measured, predicted); a strategy only predicted
+    is a horizontal line; without --advise the figure is skipped with the reason."""
+    ax = F.prediction_figure(report).axes[0]
+    points = {tuple(round(v, 6) for v in (line.get_xdata()[0], line.get_ydata()[0]))
+              for line in ax.get_lines() if line.get_marker() == "o"}
+    assert points == {(40.0, 36.0), (30.0, 33.0), (20.0, 19.0)}  # ms
+    assert any("not run" in t.get_text() for t in ax.get_legend().get_texts())
+    report["prediction"] = None
+    with pytest.raises(F.FigureDataError, match="--advise"):
+        F.prediction_figure(report)
