@@ -26,7 +26,7 @@ from torch import nn
 from ..capture.step import StepRunner
 from ..workload.adapters import Adapters, find_adapters
 from ..workload.batch import describe_batch, main_input
-from ..workload.floor import Floor, InputGrad, find_floor, input_side_note
+from ..workload.floor import Floor, InputGrad, floor_with_notes
 from ..workload.modes import switch_mode
 from ..workload.probe import probe_forward
 from ..workload.spec import Workload
@@ -68,13 +68,8 @@ def trainer_workload(trainer: Any, adapters: Adapters, micro: Micro, loss: Train
     device = torch.device(trainer.args.device)
     notes = list(adapters.notes)
     probe = probe_forward(model, micro.inputs, lambda m, b: loss(m, Micro(b, micro.items, None)), device)
-    floor = find_floor(model, probe, micro.inputs)
-    if floor.kind == "none":
-        notes.append("the frozen floor has nothing to start from (no input embedding runs and the batch has "
-                     "no floating-point input): its backward cannot run")
-    side = input_side_note(model, probe, adapters.paths, floor)
-    if side:
-        notes.append(side)
+    floor, floor_notes = floor_with_notes(model, probe, micro.inputs, adapters.paths)
+    notes += floor_notes
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     arch, config = _jsonable_config(base)
     found = main_input(micro.inputs)

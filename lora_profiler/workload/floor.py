@@ -108,6 +108,20 @@ def input_side_note(model: nn.Module, probe: Probe, adapter_paths: list[str], fl
             "while the frozen floor's reaches the input, so LoRA can beat the floor")
 
 
+def floor_with_notes(model: nn.Module, probe: Probe, batch: Any, adapter_paths: list[str]) -> tuple[Floor, list[str]]:
+    """The floor (``find_floor``) and what a reader should know about it: that it has nothing
+    to start from, or that LoRA can beat it (``input_side_note``)."""
+    floor = find_floor(model, probe, batch)
+    notes = []
+    if floor.kind == "none":
+        notes.append("the frozen floor has nothing to start from (no input embedding runs and the "
+                     "batch has no floating-point input): the frozen mode's backward cannot run")
+    side = input_side_note(model, probe, adapter_paths, floor)
+    if side:
+        notes.append(side)
+    return floor, notes
+
+
 class InputGrad:
     """Makes the floor require grad while ``active`` (the frozen mode).
 

@@ -27,7 +27,7 @@ from .adapters import Adapters, find_adapters
 from .batch import (check_batch, default_batch, describe_batch, is_hf_model, next_token_loss,
                     structure, to_device, token_batch, vocab_size_of)
 from .errors import WorkloadError
-from .floor import Floor, find_floor, input_side_note
+from .floor import Floor, floor_with_notes
 from .lora import inject_lora, resolve_targets, runnable_targets
 from .probe import Probe, ProbeError, probe_forward
 from .user import load_model_file
@@ -189,13 +189,8 @@ def _assemble(model: nn.Module, batch: Any, loss_fn: Callable, lora: LoraOptions
     if probe.loss_shape is None or torch.Size(probe.loss_shape).numel() != 1:
         got = "not a tensor" if probe.loss_shape is None else f"a tensor of shape {list(probe.loss_shape)}"
         raise WorkloadError(f"{where}: {_loss_name(loss_fn)} returned {got}; it must return the scalar loss")
-    floor = find_floor(model, probe, batch)
-    if floor.kind == "none":
-        notes.append("the frozen floor has nothing to start from (no input embedding runs and the "
-                     "batch has no floating-point input): the frozen mode's backward cannot run")
-    side = input_side_note(model, probe, adapters.paths, floor)
-    if side:
-        notes.append(side)
+    floor, floor_notes = floor_with_notes(model, probe, batch, adapters.paths)
+    notes += floor_notes
     if adapters.layers or adapters.unsupported:
         try:  # the lora mode's forward: a failure there is the lora mode's, named here
             _probe(model, batch, loss_fn, adapters, True, device)
