@@ -19,6 +19,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
+from . import units
+
 __all__ = ["Column", "Table", "Tabular", "fmt_us", "fmt_pct", "fmt_count", "fmt_x", "require_pandas"]
 
 Formatter = Callable[[Any], str]
@@ -43,9 +45,7 @@ def fmt_default(v: Any) -> str:
 
 def fmt_us(v: Any) -> str:
     """Microseconds as us / ms / s with 3 significant figures."""
-    from .units import fmt_us as us
-
-    return "" if _is_missing(v) else us(v)
+    return "" if _is_missing(v) else units.fmt_us(v)
 
 
 def fmt_pct(v: Any) -> str:

@@ -37,11 +37,11 @@ def adapters_text(ad: dict) -> str:
     kind = ", ".join(f"{k} x{n}" if len(kinds) > 1 else str(k) for k, n in kinds.items()) or "lora"
     rank = _distribution(ad.get("rank_summary"), ad.get("rank"))
     alpha = _distribution(ad.get("alpha_summary"), ad.get("alpha"))
-    parts = [kind, f"rank {rank}", f"alpha {alpha}"]
+    settings = [f"rank {rank}", f"alpha {alpha}"]
     if ad.get("dropout") is not None:
-        parts.append(f"dropout {ad['dropout']:g}")
-    text = (f"{ad.get('count', 0)} {ad.get('source', '?')} adapters ({'; '.join(parts[:1])}; "
-            f"{', '.join(parts[1:])}), {ad.get('trainable_params', 0) or 0:,} trainable parameters")
+        settings.append(f"dropout {ad['dropout']:g}")
+    text = (f"{ad.get('count', 0)} {ad.get('source', '?')} adapters ({kind}; {', '.join(settings)}), "
+            f"{ad.get('trainable_params', 0) or 0:,} trainable parameters")
     extra = ad.get("extra_trainable") or {}
     if extra:
         text += f" (of which outside the adapters: {extra_text(extra)})"
