@@ -81,6 +81,8 @@ class DistContext:
     global_batch_size: Optional[int] = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _where: str = "setup"
+    # rank -> {"pid", "host"}, kept once read: after a failure the store may be gone with the agent
+    _known: dict = field(default_factory=dict)
 
     # --- the group -------------------------------------------------------------------------
 
@@ -149,6 +151,10 @@ class DistContext:
                                    wait_all_ranks=True)
         except Exception as exc:  # noqa: BLE001 - any backend error is a failed peer
             raise self.failure(where, exc) from None
+        if len(self._known) < self.world_size - 1:  # every rank wrote its entry before this barrier
+            for r in range(self.world_size):
+                if r != self.rank:
+                    self._who(r)
 
     def gather(self, obj: Any, where: str) -> Optional[list]:
         """Each rank's ``obj``, on rank 0 (None elsewhere).
@@ -230,11 +236,14 @@ class DistContext:
                          "rank (a mode cannot be dropped on one rank only)")
 
     def _who(self, r: int) -> Optional[dict]:
+        if r in self._known:
+            return self._known[r]
         key = f"lp/who/{r}"
         try:
             if not self.store.check([key]):
                 return None
-            return json.loads(self.store.get(key))
+            self._known[r] = json.loads(self.store.get(key))
+            return self._known[r]
         except Exception:  # noqa: BLE001
             return None
 
