@@ -19,9 +19,15 @@ Each child reads with the decoders the environment has (msgspec/isal, or orjson,
 installed: the ``fast`` extra); ``--pure`` makes our children use the standard library only
 (``LORA_PROFILER_PURE=1``), ``--pure msgspec`` leaves out msgspec only (orjson then decodes).
 ``--paths fast,orjson,stdlib`` runs our children with each set of decoders in turn, interleaved
-(in part 1 and part 2), so they are compared under the same load. Besides wall time, each row
-gives the child's CPU time (user + system, from its rusage): on a shared machine it moves less
-with the load than the wall time does.
+(in part 1 and part 2), so they are compared under the same load; ``fast-1proc`` is ``fast``
+without decoding workers (``LORA_PROFILER_WORKERS=0``: one process). Besides wall time, each
+row gives the child's CPU time (user + system, from its rusage, its workers' included): on a
+shared machine it moves less with the load than the wall time does. Our peak RSS is the
+child's own plus its worker's (both at their peaks: an upper bound of what they held at once).
+
+Our package's bytecode is compiled first (``compileall``), as ``pip install`` leaves an installed
+package's, HTA's included: where ``PYTHONDONTWRITEBYTECODE`` is set, as on the machine these
+figures were first measured on, every child would otherwise compile our modules again (~30 ms).
 
 Run by hand (the machine's load matters; it is printed):
     python benchmarks/bench_analyze.py [--trace DIR] [--reps 5] [--scales 1,4,16] [--gib 1]
@@ -30,19 +36,15 @@ The last stdout line is one JSON object with the medians and ratios.
 
 from __future__ import annotations
 
-import argparse
-import gzip
 import json
 import os
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the checkout's package, whether or not it is installed
 DEFAULT_TRACE = REPO / ".." / "shared" / "traces" / "hta" / "ddp_v100_rank1"
 
 
@@ -52,12 +54,19 @@ def child_ours(path: str) -> dict:
     from lora_profiler.analyses.kernels import kernel_breakdown
     from lora_profiler.analyses.launches import launch_stats
     from lora_profiler.events import load_trace
+    import resource
+
+    from lora_profiler.events import parallel
     trace = load_trace(path)
     kb = kernel_breakdown(trace)
     ls = launch_stats(trace)
+    # peak memory of this process and of its decoding worker (if one ran) added: the two
+    # live at the same time, and wait4 would report only the larger
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"kernels": kb.kernel_count + kb.memcpy_count + kb.memset_count,
             "kernel_names": kb.names_total, "launch_bound": ls.launch_bound,
-            "events": trace.counts["events"]}
+            "events": trace.counts["events"], "rss_total_kib": own + parallel.LAST["peak_rss_kib"],
+            "workers": dict(parallel.LAST)}
 
 
 def child_hta(path: str) -> dict:
@@ -74,6 +83,7 @@ def child_hta(path: str) -> dict:
 
 def run_child(args: List[str], env=None) -> Dict[str, float]:
     """Run one child process; wall seconds and its own peak RSS (MiB)."""
+    import subprocess
     t0 = time.perf_counter()
     p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO,
                          env=env)
@@ -84,12 +94,27 @@ def run_child(args: List[str], env=None) -> Dict[str, float]:
     if p.returncode != 0:
         raise SystemExit(f"child failed ({p.returncode}): {' '.join(args)}")
     rss_mib = ru.ru_maxrss / 1024.0            # Linux: KiB
+    try:                                       # ours: itself + its worker, both at their peak
+        rss_mib = max(rss_mib, json.loads(out.decode().strip().splitlines()[-1])
+                      ["rss_total_kib"] / 1024.0)
+    except (ValueError, KeyError, IndexError, TypeError):
+        pass
     return {"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "rss_mib": rss_mib,
             "out": out.decode()[-300:]}
 
 
-# --paths: our children's decoders, as LORA_PROFILER_PURE values
-PATHS = {"fast": "", "orjson": "msgspec", "stdlib": "1"}
+# --paths: our children's decoders (LORA_PROFILER_PURE) and decoding workers
+# (LORA_PROFILER_WORKERS; None: the default)
+PATHS = {"fast": ("", None), "fast-1proc": ("", "0"), "orjson": ("msgspec", None),
+         "stdlib": ("1", None)}
+
+
+def path_env(name: str) -> Dict[str, str]:
+    pure, workers = PATHS[name]
+    env = dict(os.environ, LORA_PROFILER_PURE=pure)
+    if workers is not None:
+        env["LORA_PROFILER_WORKERS"] = workers
+    return env
 
 
 # --- part 2: synthetic k-fold traces -----------------------------------------------------------
@@ -97,6 +122,8 @@ PATHS = {"fast": "", "orjson": "msgspec", "stdlib": "1"}
 def make_scaled(src: Path, k: int, out: Path) -> str:
     """Write ``src`` repeated ``k`` times as one gzip trace; returns "events chars" (the event
     count and the uncompressed length)."""
+    import gzip
+
     files = sorted(src.glob("*.json*")) if src.is_dir() else [src]
     with gzip.open(files[0], "rt") as fh:
         doc = json.load(fh)
@@ -148,6 +175,11 @@ def make_scaled(src: Path, k: int, out: Path) -> str:
 # --- driver ------------------------------------------------------------------------------------
 
 def main() -> None:
+    import argparse
+    import statistics
+    import subprocess
+    import tempfile
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trace", default=str(DEFAULT_TRACE), help="trace folder (default: ddp)")
@@ -162,9 +194,13 @@ def main() -> None:
                          "leave out the listed accelerators (e.g. --pure msgspec)")
     ap.add_argument("--paths", default=None, metavar="LIST",
                     help="compare our decoders, interleaved: a comma-separated subset of "
-                         "fast,orjson,stdlib (fast: every accelerator installed; orjson: without "
-                         "msgspec; stdlib: none); the first is 'ours'")
+                         "fast,fast-1proc,orjson,stdlib (fast: every accelerator installed and "
+                         "decoding workers on the other CPUs; fast-1proc: the same in one "
+                         "process; orjson: without msgspec; stdlib: none); the first is 'ours'")
     ap.add_argument("--no-hta", action="store_true", help="skip HTA (e.g. not installed)")
+    ap.add_argument("--no-compile", action="store_true",
+                    help="leave our package's bytecode uncompiled (by default it is compiled "
+                         "first, as an installed package's is)")
     ap.add_argument("--child", nargs=2, metavar=("TOOL", "PATH"), help=argparse.SUPPRESS)
     ap.add_argument("--make", nargs=3, metavar=("K", "SRC", "OUT"), help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -176,6 +212,11 @@ def main() -> None:
         tool, path = a.child
         print(json.dumps(child_ours(path) if tool == "ours" else child_hta(path)))
         return
+    if not a.no_compile:
+        # our modules' bytecode, as `pip install` leaves it (HTA's is there): where
+        # PYTHONDONTWRITEBYTECODE is set (this machine), every child would compile them again
+        import compileall
+        compileall.compile_dir(str(REPO / "lora_profiler"), quiet=1)
     py = sys.executable
     me = str(Path(__file__).resolve())
     trace = str(Path(a.trace).resolve())
@@ -186,11 +227,13 @@ def main() -> None:
             raise SystemExit(f"--paths: unknown {bad}; choose from {', '.join(PATHS)}")
     else:
         names = [a.pure and f"pure={a.pure}" or "default"]
-    envs = {n: (dict(os.environ, LORA_PROFILER_PURE=PATHS[n]) if n in PATHS else
+    envs = {n: (path_env(n) if n in PATHS else
                 dict(os.environ, LORA_PROFILER_PURE=a.pure) if a.pure else None) for n in names}
     ours = {n: ("ours" if i == 0 else f"ours[{n}]") for i, n in enumerate(names)}
-    probes = {n: subprocess.run([py, "-c", "from lora_profiler.events import fast; "
-                                 "print(fast.describe())"], capture_output=True, text=True,
+    probes = {n: subprocess.run([py, "-c", "from lora_profiler.events import fast, parallel; "
+                                 "w = parallel.workers_wanted(); "
+                                 "print(fast.describe() + (f'+{w}w' if w else ''))"],
+                                capture_output=True, text=True,
                                 cwd=REPO, env=envs[n]).stdout.strip() for n in names}
     probe = probes[names[0]]
     print(f"trace {trace}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
@@ -272,4 +315,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":   # measured: no harness imports
+        tool, path = sys.argv[2:]
+        print(json.dumps(child_ours(path) if tool == "ours" else child_hta(path)))
+        sys.exit(0)
     main()

@@ -536,5 +536,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as ``python -m lora_profiler.trace``: this file is ``__main__``, a second copy of the
+    # module beside the ``lora_profiler.trace`` that trace_distributed imports; the run goes
+    # through that one, so module state (the rank's DistContext in _DIST) is shared
+    from lora_profiler.trace import main as _main
+
+    sys.exit(_main())
 

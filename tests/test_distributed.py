@@ -166,3 +166,19 @@ def test_record_bytes_and_spread():
     assert record_bytes(repr([[[5]], ["mystery"]])) is None
     s = spread({0: 1.0, 1: 1.5, 2: 1.0})
     assert s["slowest_rank"] == 1 and s["stragglers"] == [1] and s["spread_fraction"] == 0.5
+
+
+def test_python_m_trace_runs_the_imported_module_so_rank_state_is_shared(monkeypatch):
+    """``python -m lora_profiler.trace`` must run ``lora_profiler.trace.main`` itself, not the
+    ``__main__`` copy of the module: a rank's DistContext is kept in the module's state, which
+    trace_distributed fills through ``lora_profiler.trace`` (with two copies, a rank stopped by
+    torchrun's SIGTERM could not name the rank that failed)."""
+    import runpy
+
+    import lora_profiler.trace as trace_module
+
+    called = []
+    monkeypatch.setattr(trace_module, "main", lambda: called.append(True) or 0)
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_module("lora_profiler.trace", run_name="__main__")
+    assert called and exit_.value.code == 0

@@ -61,6 +61,15 @@ def present(doc_path, real_paths) -> bool:
     d = list(doc_path)
     while d and d[-1] in ("*", "[]"):  # an opaque container: the key holding it must be there
         d.pop()
+    if _has(d, real_paths):
+        return True
+    if "[]" in d:  # the keys of a list's elements: owed only when the real list has elements
+        holder = d[:d.index("[]")]
+        return _has(holder, real_paths) and not _has(holder + ["[]"], real_paths)
+    return False
+
+
+def _has(d, real_paths) -> bool:
     return any(len(p) >= len(d) and all(_match(a, b) for a, b in zip(d, p)) for p in real_paths)
 
 

@@ -10,7 +10,9 @@ Entry point::
 ``load_trace(paths, scope_prefix="lp/") -> Trace`` reads ``.json`` / ``.json.gz`` files (gzip is
 recognised by content), streaming: only a few MiB of text and one batch of event dicts live at
 a time; every event becomes a row of numbers in one pass. The stdlib decoders do the work, or
-orjson and isal when installed (``fast``; identical tables). Bad input raises ``TraceError`` (a
+msgspec, orjson and isal when installed (``fast``; identical tables); with msgspec, on Linux
+with more than one CPU, forked workers decode some batches of a large trace beside the reader
+(``parallel``; identical tables; ``LORA_PROFILER_WORKERS=0`` reads in one process). Bad input raises ``TraceError`` (a
 ValueError) naming the file and the fix; nothing else escapes for any input, and no numpy
 warning. Malformed events — a missing or wrong-typed field, a value outside ``limits`` (times
 not finite or beyond 2**62 ns, durations negative or over 7 days, ids not whole numbers within

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import json
 from array import array
+from collections import deque
 from itertools import islice
 from typing import Any, Dict, Iterable, List
 
 import numpy as np
 
-from .jsonstream import OrjsonBatch, TypedBatch, _loads
+from .jsonstream import OrjsonBatch, RemoteBatch, TypedBatch, _loads
 from .limits import MAX_ABS_TS_US, MAX_DUR_US, MAX_ID
 from .schema import (ANNOTATION, GPU, GPU_ANNOTATION, MEMORY_EVENT_NAME, OP, RUNTIME,
                      X_CATEGORIES)
@@ -48,7 +49,8 @@ class RawFile:
         self.n_events = 0
 
 
-def build(batches: Iterable[List[Any]], names: Dict[str, int], ids: Dict[Any, int]) -> RawFile:
+def build(batches: Iterable[List[Any]], names: Dict[str, int], ids: Dict[Any, int],
+          pool=None) -> RawFile:
     """Read the events once into flat column buffers, then drop rows outside ``limits``.
 
     Args:
@@ -56,6 +58,8 @@ def build(batches: Iterable[List[Any]], names: Dict[str, int], ids: Dict[Any, in
         names: the shared string intern table (str -> id), extended in place.
         ids: cache for non-integer pid/tid values (legacy traces write tids as strings);
             numeric strings become their number, other strings negative ids.
+        pool: the ``parallel.Pool`` that ``batches`` hands some batches to (as
+            ``RemoteBatch``); their rows are merged in file order, so the result is the same.
 
     Returns:
         A RawFile whose ``cols`` hold float64/int columns per event class. Events with a
@@ -76,8 +80,8 @@ def build(batches: Iterable[List[Any]], names: Dict[str, int], ids: Dict[Any, in
     other_ph: Dict[Any, int] = {}
     n = 0
     sinks = (ops, ann, rt, gpu, gann, mem)
-    for batch in batches:
-        n += len(batch)
+    def read(batch) -> None:
+        """Append one batch's rows (any kind of batch but a RemoteBatch)."""
         cls = batch.__class__
         if cls is TypedBatch:
             # msgspec decoded only the fields read here; its loop takes clean batches whole
@@ -85,7 +89,7 @@ def build(batches: Iterable[List[Any]], names: Dict[str, int], ids: Dict[Any, in
 
             before = _snapshot(sinks, names, ids, skipped, ignored, other_ph)
             if rows(batch, sinks, names, ids, ignored, other_ph, _ident):
-                continue
+                return
             _restore(before, sinks, names, ids, skipped, ignored, other_ph)
             batch = _dicts(batch.text)  # the typed loop left it: read it as dicts
             cls = batch.__class__
@@ -211,6 +215,13 @@ def build(batches: Iterable[List[Any]], names: Dict[str, int], ids: Dict[Any, in
             except _Inexact:
                 _restore(before, sinks, names, ids, skipped, ignored, other_ph)
                 batch, inexact = json.loads(batch.text), False
+
+    if pool is None:
+        for batch in batches:
+            n += len(batch)
+            read(batch)
+    else:
+        n = _read_in_parallel(batches, read, sinks, names, ignored, other_ph)
     for ph, count in other_ph.items():
         if ph is None:
             skipped["missing ph"] = skipped.get("missing ph", 0) + count
@@ -222,12 +233,94 @@ def build(batches: Iterable[List[Any]], names: Dict[str, int], ids: Dict[Any, in
     buffers = {"ops": (ops, OP_COLS), "annotations": (ann, ANNOT_COLS),
                "runtime": (rt, RUNTIME_COLS), "gpu": (gpu, GPU_COLS),
                "gpu_annotations": (gann, GPU_ANNOT_COLS), "memory": (mem, MEM_COLS)}
-    del ops, ann, rt, gpu, gann, mem, add_op, add_ann, add_rt, add_gpu, add_gann, add_mem, sinks
+    # drop every other reference to the buffers (``read`` holds them too), so each is freed
+    # as soon as it is converted
+    del read
+    ops = ann = rt = gpu = gann = mem = sinks = None
+    add_op = add_ann = add_rt = add_gpu = add_gann = add_mem = None
     for key in list(buffers):              # convert one buffer at a time, freeing each after
         buf, layout = buffers.pop(key)
         out.cols[key] = _columns(buf, layout, skipped)
         del buf
     return out
+
+
+def _read_in_parallel(batches, read, sinks, names, ignored, other_ph) -> int:
+    """Read ``batches`` where some are decoded by workers (``RemoteBatch``) and the typed ones
+    here with names of their own (``parallel.batch_rows``), merging every batch in file order:
+    names interned in the order one process meets them, so ids, rows and counters are those
+    of ``read`` alone. A batch no typed loop took is given to ``read`` when its turn comes.
+    Once the file is read, batches still waiting on a worker are taken back, the last first,
+    and read here, so the reader does not sit idle at the end. Returns the number of events."""
+    from .parallel import batch_rows
+
+    pending: deque = deque()       # [batch, rows or None], in file order
+
+    def local(batch) -> list:
+        return [batch, batch_rows(batch) if batch.__class__ is TypedBatch else None]
+
+    def merge_head() -> None:
+        batch, got = pending.popleft()
+        if batch.__class__ is RemoteBatch:
+            got = batch.worker.result(batch.seq)
+            if got is None:        # not taken (or the worker is gone): decoded here
+                got = _loads(batch.text, typed=True)
+                read(got if got is not None else json.loads(batch.text))
+                return
+        if got is None:
+            read(batch)
+            return
+        _merge(got, sinks, names, ignored, other_ph)
+
+    def head_waits() -> bool:
+        batch = pending[0][0]
+        return batch.__class__ is RemoteBatch and not batch.worker.ready(batch.seq)
+
+    n = 0
+    for batch in batches:
+        n += batch.n if batch.__class__ is RemoteBatch else len(batch)
+        pending.append([batch, None] if batch.__class__ is RemoteBatch else local(batch))
+        # merge what is ready; wait on a worker only when many batches are held
+        while pending and (not head_waits() or len(pending) > _MAX_PENDING):
+            merge_head()
+    while pending:
+        if head_waits():
+            for entry in reversed(pending):   # take back the newest batch still waiting
+                batch = entry[0]
+                if batch.__class__ is RemoteBatch and not batch.worker.ready(batch.seq):
+                    batch.worker.drop(batch.seq)
+                    own = _loads(batch.text, typed=True)
+                    entry[:] = local(own if own is not None else json.loads(batch.text))
+                    break
+            continue
+        merge_head()
+    return n
+
+
+_MAX_PENDING = 8  # batches held (decoded, not merged) while the head waits on a worker
+_LAYOUTS = (OP_COLS, ANNOT_COLS, RUNTIME_COLS, GPU_COLS, GPU_ANNOT_COLS, MEM_COLS)  # sinks' order
+_NAME_COLS = tuple(tuple(j for j, c in enumerate(layout) if c in ("name", "dims"))
+                   for layout in _LAYOUTS)   # columns holding name ids (dims: -1 for none)
+
+
+def _merge(got, sinks, names: Dict[str, int], ignored, other_ph) -> None:
+    """Append a BatchRows (name ids local to its batch) to the shared buffers and names."""
+    if got.names:
+        remap = np.fromiter((names.setdefault(s, len(names)) for s in got.names),
+                            dtype=np.float64, count=len(got.names))
+    for buf, rows, layout, cols in zip(sinks, got.bufs, _LAYOUTS, _NAME_COLS):
+        if not len(rows):
+            continue
+        if cols:
+            flat = np.frombuffer(rows, dtype=np.float64).reshape(-1, len(layout))
+            for j in cols:
+                c = flat[:, j]
+                has = c >= 0
+                c[has] = remap[c[has].astype(np.intp)]
+        buf.extend(rows)
+    for total, part in ((ignored, got.ignored), (other_ph, got.other_ph)):
+        for k, v in part.items():
+            total[k] = total.get(k, 0) + v
 
 
 class _Inexact(Exception):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import codecs
 import os
 from pathlib import Path
-from typing import Iterator, List, Sequence, Union
+from typing import Iterator, List, Optional, Sequence, Union
 
 from . import fast
 from .errors import TraceError
@@ -72,8 +72,11 @@ def _search_folder(folder: Path) -> List[Path]:
     return []
 
 
-def iter_text(path: Path) -> Iterator[str]:
+def iter_text(path: Path, opened: Optional[list] = None) -> Iterator[str]:
     """Yield the text of ``path`` in chunks, decompressing gzip on the fly.
+
+    ``opened``, when given, receives the ``os.fstat`` of the file as opened (what a worker
+    that reads the same file checks it has: ``parallel``).
 
     Raises:
         TraceError: the file is empty, a truncated or corrupt gzip stream, or not UTF-8.
@@ -82,6 +85,8 @@ def iter_text(path: Path) -> Iterator[str]:
         fh = open(path, "rb")
     except OSError as exc:
         raise TraceError(f"{path}: cannot open ({exc.strerror}); check permissions") from exc
+    if opened is not None:
+        opened.append(os.fstat(fh.fileno()))
     head = _read(fh, 2)
     if not head:
         fh.close()

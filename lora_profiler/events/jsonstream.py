@@ -61,14 +61,47 @@ class OrjsonBatch(TextBatch):
     __slots__ = ()
 
 
+class RemoteBatch:
+    """A batch handed to a worker (``parallel``): its text, checked to be a JSON array, and
+    the number of items in it; the worker's rows come back to ``builder.build``."""
+
+    __slots__ = ("text", "n", "worker", "seq")
+
+    def __init__(self, text: str, n: int, worker, seq: int):
+        self.text = text
+        self.n = n
+        self.worker = worker
+        self.seq = seq
+
+
+_raw_items = None  # msgspec's Raw-list decoder: a cut checked without decoding the events
+
+
+def _remote(text: str, pool, b: "_Buffer", start: int, end: int) -> Optional[RemoteBatch]:
+    """``text`` (the file's characters ``start:end`` in brackets) handed to a worker of
+    ``pool`` when it is a JSON array (so the cut fell between two events); None when it is
+    not, or no worker took it."""
+    global _raw_items
+    ms = fast.MSGSPEC
+    if _raw_items is None:
+        _raw_items = ms.json.Decoder(List[ms.Raw])
+    try:
+        n = len(_raw_items.decode(text))
+    except (ValueError, RecursionError):  # not JSON for msgspec: the usual decoders decide
+        return None
+    taken = pool.submit(b.path, b.opened[0], b.base + start, b.base + end)
+    return RemoteBatch(text, n, *taken) if taken is not None else None
+
+
 class _Buffer:
     """A text window over the chunks of one file."""
 
-    __slots__ = ("path", "chunks", "buf", "pos", "eof", "base")
+    __slots__ = ("path", "chunks", "buf", "pos", "eof", "base", "opened")
 
     def __init__(self, path: Path):
         self.path = path
-        self.chunks = iter_text(path)
+        self.opened: list = []            # the file's fstat, once opened
+        self.chunks = iter_text(path, self.opened)
         self.buf = ""
         self.pos = 0
         self.eof = False
@@ -176,7 +209,8 @@ class _Buffer:
                           f"near {near!r}; is this a Chrome/Kineto trace?")
 
 
-def iter_events(path: Path, meta: Dict[str, Any], typed: bool = False) -> Iterator[List[Any]]:
+def iter_events(path: Path, meta: Dict[str, Any], typed: bool = False,
+                pool=None) -> Iterator[List[Any]]:
     """Yield the items of the trace's event array in batches (lists of decoded items).
 
     Args:
@@ -187,6 +221,8 @@ def iter_events(path: Path, meta: Dict[str, Any], typed: bool = False) -> Iterat
             ``displayTimeUnit``, ``deviceProperties``, ``distributedInfo``) as they are met;
             complete once the generator is exhausted. ``meta["_has_events_key"]`` says whether
             an event list was found.
+        pool: a ``parallel.Pool``: batches its workers have room for are yielded as
+            ``RemoteBatch`` (handed to a worker) instead of decoded here.
 
     Raises:
         TraceError: the text is not JSON, is truncated, or holds no ``traceEvents`` list.
@@ -195,7 +231,7 @@ def iter_events(path: Path, meta: Dict[str, Any], typed: bool = False) -> Iterat
     first = b.skip_ws()
     if first == "[":
         meta["_has_events_key"] = True
-        yield from _array_items(b, typed)
+        yield from _array_items(b, typed, pool)
         _expect_end(b)
         return
     if first != "{":
@@ -218,7 +254,7 @@ def iter_events(path: Path, meta: Dict[str, Any], typed: bool = False) -> Iterat
             b.pos += 1
             if key == "traceEvents" and b.skip_ws() == "[":
                 meta["_has_events_key"] = True
-                yield from _array_items(b, typed)
+                yield from _array_items(b, typed, pool)
             else:
                 meta[key] = b.value(f"the top-level key {key!r}")
             c = b.skip_ws()
@@ -231,13 +267,14 @@ def iter_events(path: Path, meta: Dict[str, Any], typed: bool = False) -> Iterat
     _expect_end(b)
 
 
-def _array_items(b: _Buffer, typed: bool = False) -> Iterator[List[Any]]:
+def _array_items(b: _Buffer, typed: bool = False, pool=None) -> Iterator[List[Any]]:
     """Yield batches (lists) of the items of the JSON array whose '[' is at the cursor.
 
     Fast path: cut the buffered text after its last ``},`` and decode the cut as one JSON
     array (``_loads``). A cut inside a string or a nested object cannot decode (the text before
     it would be an incomplete value), so a successful decode proves the cut fell between two
-    items. When a cut fails — or near the end of the array — items are decoded one at a time
+    items. With a ``pool`` whose workers have room, the cut's text is checked that way (as a
+    list of raw values, not decoded) and handed to a worker (a ``RemoteBatch``). When a cut fails — or near the end of the array — items are decoded one at a time
     with the scanner up to the failed cut, then the fast path resumes.
     """
     b.pos += 1
@@ -254,7 +291,13 @@ def _array_items(b: _Buffer, typed: bool = False) -> Iterator[List[Any]]:
             if cut <= b.pos:              # no cut in the buffer: one by one through it
                 slow_until = b.base + len(b.buf)
             else:
-                batch = _loads("[" + b.buf[b.pos:cut + 1] + "]", typed)
+                text = "[" + b.buf[b.pos:cut + 1] + "]"
+                batch = None
+                if pool is not None and b.opened and pool.wants():
+                    batch = _remote(text, pool, b, b.pos, cut + 1)
+                if batch is None:
+                    batch = _loads(text, typed)
+                del text
                 if batch is None:
                     slow_until = b.base + cut
                 else:

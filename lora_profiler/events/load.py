@@ -15,6 +15,7 @@ from .jsonstream import iter_events
 from .limits import JSON_DEPTH
 from .link import assemble
 from .nesting import DepthError
+from .parallel import LAST, Pool, workers_wanted
 from .schema import DEFAULT_SCOPE_PREFIX
 from .tables import TABLES, Trace, concat
 
@@ -49,19 +50,15 @@ def load_trace(paths: Union[PathLike, Sequence[PathLike]],
     parts, metas = [], []
     skipped: Dict[str, int] = {}
     ignored: Dict[str, int] = {}
-    for i, f in enumerate(files):
-        meta: Dict[str, Any] = {}
-        raw = _build_without_gc(f, meta, names, ids)
-        _check_events(f, meta, raw)
-        _add(skipped, raw.skipped)
-        _add(ignored, raw.ignored)
-        metas.append(_small_meta(meta))
-        try:
-            parts.append(assemble(raw, list(names), i, scope_prefix))
-        except DepthError as exc:
-            raise TraceError(f"{f}: events on one thread nested {exc.args[0]:,} deep (more than "
-                             "the 32,767 levels a trace can hold); is the file damaged?") from None
-        del raw
+    n_workers = workers_wanted()
+    pool = Pool(n_workers) if n_workers else None
+    LAST.update(workers=0, handed=0, read_by_workers=0, peak_rss_kib=0)
+    try:
+        for i, f in enumerate(files):
+            _read_file(i, f, pool, names, ids, parts, metas, skipped, ignored, scope_prefix)
+    finally:
+        if pool is not None:
+            pool.close()
     name_list = list(names)
     if len(parts) == 1:
         tables = {t: parts[0][t] for t in TABLES}
@@ -80,7 +77,22 @@ def load_trace(paths: Union[PathLike, Sequence[PathLike]],
                  counts=counts, scope_prefix=scope_prefix, **tables)
 
 
-def _build_without_gc(path, meta, names, ids):
+def _read_file(i, f, pool, names, ids, parts, metas, skipped, ignored, scope_prefix) -> None:
+    """One file's events into ``parts`` (its linked tables) and ``metas``."""
+    meta: Dict[str, Any] = {}
+    raw = _build_without_gc(f, meta, names, ids, pool)
+    _check_events(f, meta, raw)
+    _add(skipped, raw.skipped)
+    _add(ignored, raw.ignored)
+    metas.append(_small_meta(meta))
+    try:
+        parts.append(assemble(raw, list(names), i, scope_prefix))
+    except DepthError as exc:
+        raise TraceError(f"{f}: events on one thread nested {exc.args[0]:,} deep (more than "
+                         "the 32,767 levels a trace can hold); is the file damaged?") from None
+
+
+def _build_without_gc(path, meta, names, ids, pool=None):
     """One pass over the file with the cyclic GC paused (the event dicts hold no cycles and are
     freed by reference counting, so GC passes would only re-scan them: ~10% of the time), and
     with recursion headroom for ``JSON_DEPTH`` levels, so the stdlib decoder reads whatever
@@ -90,7 +102,7 @@ def _build_without_gc(path, meta, names, ids):
     gc.disable()
     sys.setrecursionlimit(max(limit, _stack_depth() + JSON_DEPTH))
     try:
-        return build(iter_events(path, meta, typed=True), names, ids)
+        return build(iter_events(path, meta, typed=True, pool=pool), names, ids, pool)
     finally:
         sys.setrecursionlimit(limit)
         if was_enabled:

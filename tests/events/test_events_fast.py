@@ -70,6 +70,7 @@ def test_msgspec_reads_real_traces_itself(monkeypatch):
     """The typed loop reads the real traces (not the dict loop after giving up on them)."""
     from lora_profiler.events import typed
 
+    monkeypatch.setenv("LORA_PROFILER_WORKERS", "0")  # every batch read here, where the spy is
     taken = []
     real = typed.rows
 
