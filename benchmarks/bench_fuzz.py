@@ -11,11 +11,13 @@ nesting, long strings, cut gzip streams) is written to a temporary file and read
 - tracebacks: anything else (another exception, a warning, a broken invariant) — must be 0.
 
 With ``--compare`` (default) every case is also read with the stdlib decoders and the tables
-compared with the fast path's (orjson/isal when installed). ``--analyze`` also runs every
+compared with the fast path's (orjson/isal when installed). ``--workers`` also reads every case
+cut into batches of a few hundred characters twice, with a decoding worker (``parallel``) and in
+one process, and compares the two (tables, or the TraceError's text). ``--analyze`` also runs every
 generic analysis of ``python -m lora_profiler.analyze`` on each accepted trace, warnings as
 errors, and counts failures separately (``analysis_errors``).
 
-    python benchmarks/bench_fuzz.py [--cases 10000] [--seed 0] [--no-compare] [--analyze]
+    python benchmarks/bench_fuzz.py [--cases 10000] [--seed 0] [--no-compare] [--analyze] [--workers]
 
 The last stdout line is one JSON object with the counts.
 """
@@ -52,6 +54,9 @@ def main() -> None:
                     help="skip reading each case again with the stdlib decoders")
     ap.add_argument("--analyze", action="store_true",
                     help="also run the generic analyses on every accepted trace")
+    ap.add_argument("--workers", action="store_true",
+                    help="also read every case cut into small batches with a decoding worker "
+                         "and in one process, and compare (tables, or the TraceError's text)")
     a = ap.parse_args()
 
     counts: Counter = Counter()
@@ -101,6 +106,16 @@ def main() -> None:
                 if _flat(trace) != _flat(again):
                     fail("fast_stdlib_mismatch", c, AssertionError(f"tables differ without {off}"))
                     by_damage[f"{c['damage']}:fast/stdlib differ"] += 1
+        if a.workers:
+            try:
+                alone, together = (_read_in_small_batches(path, w) for w in (0, 1))
+            except Exception as exc:  # noqa: BLE001
+                fail("tracebacks", c, exc)
+                return
+            counts["worker_cases"] += 1
+            if alone != together:
+                fail("worker_mismatch", c, AssertionError("a worker's tables differ"))
+                by_damage[f"{c['damage']}:worker/one process differ"] += 1
         if a.analyze and trace is not None:
             from lora_profiler.analyze import analyze_trace
             try:
@@ -124,6 +139,8 @@ def main() -> None:
                "rejected_trace_error": counts["rejected"], "tracebacks": counts["tracebacks"],
                "fast_stdlib_mismatch": counts["fast_stdlib_mismatch"],
                "analysis_errors": counts["analysis_errors"] if a.analyze else None,
+               "worker_cases": counts["worker_cases"] if a.workers else None,
+               "worker_mismatch": counts["worker_mismatch"] if a.workers else None,
                "decoders": fast.describe(), "wall_s": round(wall, 2), "seed": a.seed,
                "first_failure": first_failure}
     for kind, info in first_failure.items():
@@ -131,6 +148,29 @@ def main() -> None:
     print(f"\n{counts['cases']:,} cases in {wall:.1f} s: {counts['accepted']:,} accepted, "
           f"{counts['rejected']:,} rejected with TraceError, {counts['tracebacks']} tracebacks")
     print(json.dumps(summary))
+
+
+def _read_in_small_batches(path, workers: int):
+    """The case read in batches of a few hundred characters, with ``workers`` decoding workers
+    from the first batch on: its tables, or the TraceError's text."""
+    from lora_profiler.events import TraceError, files, jsonstream, load_trace, parallel
+
+    saved = (os.environ.get("LORA_PROFILER_WORKERS"), parallel.START_AFTER,
+             jsonstream._LOOKAHEAD, files.CHUNK_BYTES)
+    os.environ["LORA_PROFILER_WORKERS"] = str(workers)
+    parallel.START_AFTER, jsonstream._LOOKAHEAD, files.CHUNK_BYTES = 0, 256, 256
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            return _flat(load_trace(path))
+    except TraceError as exc:
+        return str(exc)
+    finally:
+        env, parallel.START_AFTER, jsonstream._LOOKAHEAD, files.CHUNK_BYTES = saved
+        if env is None:
+            os.environ.pop("LORA_PROFILER_WORKERS", None)
+        else:
+            os.environ["LORA_PROFILER_WORKERS"] = env
 
 
 def _flat(trace):

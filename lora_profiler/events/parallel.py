@@ -143,8 +143,9 @@ class _Worker:
         seq = self.got
         self.got += 1
         try:
-            rows = self.conn.recv()
-        except (EOFError, OSError, ValueError, pickle.UnpicklingError, AttributeError):
+            rows, rss_kib = self.conn.recv()
+            self.peak_rss_kib = max(self.peak_rss_kib, int(rss_kib))
+        except (EOFError, OSError, ValueError, TypeError, pickle.UnpicklingError, AttributeError):
             self.alive = False
             rows = None
         if seq in self.dropped:
@@ -172,20 +173,19 @@ class _Worker:
             self.dropped.add(seq)
 
     def close(self) -> None:
+        """End the worker now: rows still on their way are not wanted (batches taken back, or
+        an error upstream), so a busy worker is killed rather than waited for."""
         try:
-            if self.alive:
+            if self.alive and not self.busy:
                 self.conn.send(("end",))
-                while self.busy > 0:             # rows not waited for (dropped, or an error)
-                    self.got += 1
-                    self.conn.recv()
-                if self.conn.poll(5):
-                    self.peak_rss_kib = int(self.conn.recv())
-        except (EOFError, OSError, ValueError, pickle.UnpicklingError, TypeError):
+        except (OSError, ValueError):
             pass
         try:
             self.conn.close()
         except OSError:
             pass
+        if self.busy:
+            self.proc.kill()
         self.proc.join(timeout=5)
         if self.proc.is_alive():
             self.proc.kill()
@@ -298,7 +298,10 @@ class _Text:
 
 def _serve(conn) -> None:
     """A worker's loop: read the file alongside the reader; for each batch asked for, send
-    back its rows (None when it cannot: the reader then reads that batch itself)."""
+    back its rows (None when it cannot: the reader then reads that batch itself) and this
+    process's peak RSS so far."""
+    import resource
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the reader's to handle
     from .typed import decode
 
@@ -323,10 +326,7 @@ def _serve(conn) -> None:
                     del batch
                 except Exception:  # noqa: BLE001
                     text = None
-            conn.send(got)
+            conn.send((got, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
         else:
-            import resource
-
-            conn.send(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
             conn.close()
             return
