@@ -293,7 +293,7 @@ def _array_items(b: _Buffer, typed: bool = False, pool=None) -> Iterator[List[An
             else:
                 text = "[" + b.buf[b.pos:cut + 1] + "]"
                 batch = None
-                if pool is not None and b.opened and pool.wants():
+                if pool is not None and b.opened and pool.wants(b.opened[0].st_size):
                     batch = _remote(text, pool, b, b.pos, cut + 1)
                 if batch is None:
                     batch = _loads(text, typed)

@@ -26,8 +26,11 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import signal
+import struct
 import sys
+import time
 import warnings
 from array import array
 from pathlib import Path
@@ -37,6 +40,7 @@ WINDOW = 3          # batches handed to one worker and not yet read by it
 START_AFTER = 1     # fast-path batches (~1 MiB of text each) read before the first worker
                     # starts: a trace of a few thousand events is read without one
 MAX_WORKERS = 3
+BIG_FILE = 1 << 20      # bytes on disk (gzip: ~15 MiB of text): workers from the first batch
 MAX_FORK_RSS = 2 << 30  # no workers from a process holding more (e.g. a model): forking it costs
 
 
@@ -91,17 +95,67 @@ def workers_wanted() -> int:
     return max(0, min(cpus - 1, MAX_WORKERS))
 
 
+class _Channel:
+    """Length-prefixed pickled messages over a pair of pipes (what a worker and the reader say
+    to each other); ``poll`` tells whether a message has begun to arrive."""
+
+    def __init__(self, rfd: int, wfd: int):
+        self.rfd, self.wfd = rfd, wfd
+
+    def send(self, obj: Any) -> None:
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        view = memoryview(struct.pack("!Q", len(data)) + data)
+        while view:
+            view = view[os.write(self.wfd, view):]
+
+    def recv(self) -> Any:
+        (size,) = struct.unpack("!Q", self._exactly(8))
+        return pickle.loads(self._exactly(size))
+
+    def _exactly(self, n: int) -> bytes:
+        parts, left = [], n
+        while left:
+            got = os.read(self.rfd, min(left, 1 << 20))
+            if not got:
+                raise EOFError("the other end closed the pipe")
+            parts.append(got)
+            left -= len(got)
+        return b"".join(parts)
+
+    def poll(self) -> bool:
+        return bool(select.select([self.rfd], [], [], 0)[0])
+
+    def close(self) -> None:
+        for fd in (self.rfd, self.wfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
 class _Worker:
     """One forked process: batches named by their place in the file in, their rows out (in the
     order asked; each batch is known by its sequence number)."""
 
-    def __init__(self, ctx):
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child,), daemon=True)
+    def __init__(self):
+        down_r, down_w = os.pipe()    # reader -> worker
+        up_r, up_w = os.pipe()        # worker -> reader
         with warnings.catch_warnings():  # fork beside a BLAS thread pool: the child uses none
             warnings.simplefilter("ignore", DeprecationWarning)
-            self.proc.start()
-        child.close()
+            pid = os.fork()
+        if pid == 0:                  # the worker
+            code = 1
+            try:
+                os.close(down_w)
+                os.close(up_r)
+                _serve(_Channel(down_r, up_w))
+                code = 0
+            finally:
+                os._exit(code)        # no atexit handlers, no flushing the reader's buffers
+        os.close(down_r)
+        os.close(up_w)
+        self.pid = pid
+        self.conn = _Channel(up_r, down_w)
         self.sent = 0              # batches submitted (the next one's sequence number)
         self.got = 0               # batches whose rows have arrived
         self.inbox: Dict[int, Optional[BatchRows]] = {}   # arrived, not yet taken
@@ -145,7 +199,8 @@ class _Worker:
         try:
             rows, rss_kib = self.conn.recv()
             self.peak_rss_kib = max(self.peak_rss_kib, int(rss_kib))
-        except (EOFError, OSError, ValueError, TypeError, pickle.UnpicklingError, AttributeError):
+        except (EOFError, OSError, ValueError, TypeError, struct.error, pickle.UnpicklingError,
+                AttributeError):
             self.alive = False
             rows = None
         if seq in self.dropped:
@@ -175,21 +230,38 @@ class _Worker:
     def close(self) -> None:
         """End the worker now: rows still on their way are not wanted (batches taken back, or
         an error upstream), so a busy worker is killed rather than waited for."""
-        try:
-            if self.alive and not self.busy:
+        if self.alive and not self.busy:
+            try:
                 self.conn.send(("end",))
-        except (OSError, ValueError):
-            pass
-        try:
-            self.conn.close()
-        except OSError:
-            pass
+            except OSError:
+                pass
+        self.conn.close()             # an idle worker then ends on its own (end, or EOF)
         if self.busy:
-            self.proc.kill()
-        self.proc.join(timeout=5)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(timeout=5)
+            _kill(self.pid)
+        _reap(self.pid)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _reap(pid: int, wait_s: float = 5.0) -> None:
+    """Wait for the worker to end (killing it after ``wait_s``), so no zombie is left."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        if time.monotonic() > deadline:
+            _kill(pid)
+            deadline = float("inf")
+        time.sleep(0.001)
 
 
 def _rss_bytes() -> int:
@@ -216,10 +288,11 @@ class Pool:
         self.workers: List[_Worker] = []
         self.started = False
 
-    def wants(self) -> bool:
-        """Whether the next fast-path batch should go to a worker (one has room)."""
+    def wants(self, file_bytes: int = 0) -> bool:
+        """Whether the next fast-path batch should go to a worker (one has room). A file of
+        ``BIG_FILE`` bytes or more has workers from its first batch on."""
         self.seen += 1
-        if self.seen <= self.start_after or self.n_workers <= 0:
+        if self.n_workers <= 0 or (self.seen <= self.start_after and file_bytes < BIG_FILE):
             return False
         if not self.started:
             self._start()
@@ -231,15 +304,13 @@ class Pool:
         self.started = True
         if _rss_bytes() > MAX_FORK_RSS:
             return                        # forking a big process (a model in memory) costs more
-        import multiprocessing
         import resource  # noqa: F401 - imported before the fork: the workers need no import
 
         from . import typed  # noqa: F401
         try:
-            ctx = multiprocessing.get_context("fork")
             for _ in range(self.n_workers):
-                self.workers.append(_Worker(ctx))
-        except Exception:  # noqa: BLE001 - e.g. inside a daemonic process (AssertionError):
+                self.workers.append(_Worker())
+        except Exception:  # noqa: BLE001 - no fork here (a sandbox, a resource limit):
             pass           # fewer workers (or none): the reader reads the rest
 
     def submit(self, path, opened, start: int, end: int) -> Optional[Tuple[_Worker, int]]:
@@ -256,15 +327,18 @@ class Pool:
         """Stop the workers; their figures go to ``LAST``."""
         for w in self.workers:
             w.close()
-        LAST.update(workers=len(self.workers), handed=sum(w.sent for w in self.workers),
+        LAST.update(workers=len(self.workers), pids=[w.pid for w in self.workers],
+                    handed=sum(w.sent for w in self.workers),
                     read_by_workers=sum(w.read for w in self.workers),
                     peak_rss_kib=sum(w.peak_rss_kib for w in self.workers))
         self.workers = []
 
 
 # The workers of the last ``load_trace`` in this process (benchmarks and tests read it):
-# how many, batches handed to them, batches they read, and their peak RSS summed (KiB).
-LAST: Dict[str, int] = {"workers": 0, "handed": 0, "read_by_workers": 0, "peak_rss_kib": 0}
+# how many (and their pids, ended by now), batches handed to them, batches they read, and their
+# peak RSS summed (KiB).
+LAST: Dict[str, Any] = {"workers": 0, "pids": [], "handed": 0, "read_by_workers": 0,
+                        "peak_rss_kib": 0}
 
 
 class _Text:
@@ -303,13 +377,14 @@ def _serve(conn) -> None:
     import resource
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the reader's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the reader's handler is not ours
     from .typed import decode
 
     text: Optional[_Text] = None
     while True:
         try:
             msg = conn.recv()
-        except (EOFError, OSError):
+        except (EOFError, OSError, struct.error):
             return
         kind = msg[0]
         if kind == "file":
@@ -326,7 +401,9 @@ def _serve(conn) -> None:
                     del batch
                 except Exception:  # noqa: BLE001
                     text = None
-            conn.send((got, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+            try:
+                conn.send((got, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+            except OSError:               # the reader is gone
+                return
         else:
-            conn.close()
             return
