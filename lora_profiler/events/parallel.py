@@ -8,18 +8,22 @@ process would build, bit for bit (``tests/events/test_events_parallel.py``).
 
 How a batch travels: the reader cuts the text of a batch (``jsonstream``) and checks that the
 cut falls between two events with msgspec's ``Raw`` decoder (a validation pass, ~5x cheaper
-than decoding); a worker decodes it into typed structs and runs the typed loop with its own
+than decoding); it sends the worker only the cut's character offsets. The worker reads and
+inflates the same file itself (after checking it opened the file the reader has open: device,
+inode, size, mtime), decodes the batch into typed structs and runs the typed loop with its own
 name table; its rows come back with the names they use, which the reader interns into the
 shared table in the batch's order (``builder``). A batch the typed loop does not take (a
 malformed event, a string pid) comes back as "not taken" and the reader reads it itself, the
-way it reads any batch. A worker that dies or cannot start is not an error: its batches are
-read by the reader.
+way it reads any batch. Once the file is read, batches a worker has not sent back are taken
+back by the reader, the newest first. A worker that dies or cannot start is not an error: its
+batches are read by the reader. The workers are plain ``os.fork`` children talking over two
+pipes (no multiprocessing: no import or exit cost), ended and reaped by ``Pool.close``.
 
-Only with msgspec installed, on a platform with ``fork`` (Linux), from a process holding less
-than 2 GiB (not one with a model in memory), and only for traces of more than ~1 MiB of text
-(starting a worker costs ~10 ms). ``LORA_PROFILER_WORKERS`` sets the number
-of workers (``0`` reads in one process); the default is the CPUs this process may use, less
-one, at most 3.
+Only with msgspec installed, on Linux, from a process holding less than 2 GiB (not one with a
+model in memory), and only for traces of more than ~1 MiB of text (starting a worker costs a
+few ms). ``LORA_PROFILER_WORKERS`` sets the number of workers (``0`` reads in one process;
+at most 32; a value that is not a number reads in one process); the default is the CPUs this
+process may use, less one, at most 3.
 """
 
 from __future__ import annotations
@@ -85,7 +89,7 @@ def workers_wanted() -> int:
     env = os.environ.get("LORA_PROFILER_WORKERS", "").strip()
     if env:
         try:
-            return max(0, int(env))
+            return min(max(0, int(env)), 32)   # a typo of 1000 does not fork 1000 processes
         except ValueError:
             return 0
     try:
