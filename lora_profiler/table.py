@@ -14,7 +14,6 @@ Nothing here imports numpy, torch or matplotlib.
 
 from __future__ import annotations
 
-import html
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
@@ -183,6 +182,8 @@ class Table:
 
     def to_html(self) -> str:
         """An HTML ``<table>`` (escaped; a caption for the title, notes in a ``<p>`` after it)."""
+        import html  # here: most tables are printed as text, and html pulls in html.entities
+
         shown, cut = self._shown()
         e = html.escape
         parts = ['<table class="lp-table">']

@@ -291,7 +291,7 @@ def _array_items(b: _Buffer, typed: bool = False, pool=None) -> Iterator[List[An
             if cut <= b.pos:              # no cut in the buffer: one by one through it
                 slow_until = b.base + len(b.buf)
             else:
-                text = "[" + b.buf[b.pos:cut + 1] + "]"
+                text = "".join(("[", b.buf[b.pos:cut + 1], "]"))   # 2 copies, not 3
                 batch = None
                 if pool is not None and b.opened and pool.wants(b.opened[0].st_size):
                     batch = _remote(text, pool, b, b.pos, cut + 1)

@@ -359,19 +359,20 @@ class _Text:
         self.base = 0                     # file offset of buf[0], in characters
 
     def take(self, start: int, end: int) -> str:
+        """Characters ``start:end`` of the file as a JSON array (in brackets)."""
         if start < self.base:
             raise ValueError("batches out of order")
-        parts = []
+        parts = ["["]
         while self.base + len(self.buf) < end:
             parts.append(self.buf[max(0, start - self.base):])
             self.base += len(self.buf)
             self.buf = next(self.chunks)
             start = max(start, self.base)
         cut = end - self.base
-        text = "".join(parts) + self.buf[max(0, start - self.base):cut]
+        parts += (self.buf[max(0, start - self.base):cut], "]")
         self.buf = self.buf[cut:]
         self.base = end
-        return text
+        return "".join(parts)
 
 
 def _serve(conn) -> None:
@@ -400,7 +401,7 @@ def _serve(conn) -> None:
             got = None
             if text is not None:
                 try:
-                    batch = decode("[" + text.take(msg[1], msg[2]) + "]")
+                    batch = decode(text.take(msg[1], msg[2]))
                     got = batch_rows(batch) if batch is not None else None
                     del batch
                 except Exception:  # noqa: BLE001

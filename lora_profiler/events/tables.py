@@ -55,7 +55,7 @@ class _Table:
         return dataclasses.replace(self, **{c: getattr(self, c)[rows] for c in self.columns()})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tables of arrays: == would be ambiguous
 class Ops(_Table):
     """CPU operators (``cpu_op`` / legacy ``Operator``), one row per op call.
 
@@ -90,7 +90,7 @@ class Ops(_Table):
     step: np.ndarray
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tables of arrays: == would be ambiguous
 class Kernels(_Table):
     """GPU activities: kernels, memcpys and memsets, one row each.
 
@@ -119,7 +119,7 @@ class Kernels(_Table):
     step: np.ndarray
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tables of arrays: == would be ambiguous
 class Launches(_Table):
     """CPU calls that queue GPU work: kernel launches (runtime, driver, HIP) and memcpy/memset
     calls, plus any other runtime call with a correlated GPU activity.
@@ -145,7 +145,7 @@ class Launches(_Table):
     step: np.ndarray
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tables of arrays: == would be ambiguous
 class Scopes(_Table):
     """``record_function`` ranges whose name starts with the scope prefix (default ``lp/``).
 
@@ -164,7 +164,7 @@ class Scopes(_Table):
     step: np.ndarray
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tables of arrays: == would be ambiguous
 class Annotations(_Table):
     """Every other CPU ``record_function`` range (not a step, not a scope), e.g.
     ``nccl:all_reduce``, ``Optimizer.step#SGD.step``.
@@ -184,7 +184,7 @@ class Annotations(_Table):
     dims: np.ndarray
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tables of arrays: == would be ambiguous
 class Steps(_Table):
     """``ProfilerStep#N`` windows, one row per step and file, in time order within a file.
 
@@ -205,7 +205,7 @@ class Steps(_Table):
     gpu_end_us: np.ndarray
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tables of arrays: == would be ambiguous
 class Memory(_Table):
     """Allocator events (``[memory]`` instants written with ``profile_memory=True``).
 
