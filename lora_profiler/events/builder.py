@@ -264,8 +264,7 @@ def _read_in_parallel(batches, read, sinks, names, ignored, other_ph) -> int:
         if batch.__class__ is RemoteBatch:
             got = batch.worker.result(batch.seq)
             if got is None:        # not taken (or the worker is gone): decoded here
-                got = _loads(batch.text, typed=True)
-                read(got if got is not None else json.loads(batch.text))
+                read(_decode_here(batch))
                 return
         if got is None:
             read(batch)
@@ -289,12 +288,18 @@ def _read_in_parallel(batches, read, sinks, names, ignored, other_ph) -> int:
                 batch = entry[0]
                 if batch.__class__ is RemoteBatch and not batch.worker.ready(batch.seq):
                     batch.worker.drop(batch.seq)
-                    own = _loads(batch.text, typed=True)
-                    entry[:] = local(own if own is not None else json.loads(batch.text))
+                    entry[:] = local(_decode_here(batch))
                     break
             continue
         merge_head()
     return n
+
+
+def _decode_here(batch: RemoteBatch):
+    """A worker's batch decoded by the reader, as ``jsonstream`` decodes any batch (its text
+    passed msgspec's check, so one decoder at least reads it)."""
+    got = _loads(batch.text, typed=True)
+    return got if got is not None else json.loads(batch.text)
 
 
 _MAX_PENDING = 8  # batches held (decoded, not merged) while the head waits on a worker
