@@ -32,13 +32,14 @@ PATHS = {  # decoders switched on for each path compared (the others set to None
 
 
 def load_with(path, folder, monkeypatch):
-    """load_trace(folder) with only the decoders of PATHS[path] (None if one is missing)."""
+    """load_trace(folder) with only the decoders of PATHS[path], those installed of them (None
+    when the path's own decoder, its first, is not installed)."""
     with monkeypatch.context() as mp:
+        if PATHS[path] and getattr(fast, PATHS[path][0]) is None:
+            return None
         for attr in ("MSGSPEC", "ORJSON", "ISAL_ZLIB"):
             if attr not in PATHS[path]:
                 mp.setattr(fast, attr, None)
-            elif getattr(fast, attr) is None:
-                return None
         return snapshot(load_trace(folder))
 
 
