@@ -18,6 +18,7 @@ Two properties:
 
 from __future__ import annotations
 
+import copy
 import gzip
 import json
 import math
@@ -104,7 +105,9 @@ def mutated(draw, e: Dict[str, Any]) -> Any:
         if draw(st.integers(0, 3)) == 0:
             where.pop(key, None)
         else:
-            where[key] = draw(st.sampled_from(BAD_VALUES))
+            # a copy: BAD_VALUES holds lists and dicts, and a later mutation may write into
+            # the value set here (args set to {}), which must not change the next case
+            where[key] = copy.deepcopy(draw(st.sampled_from(BAD_VALUES)))
     return e
 
 
