@@ -15,7 +15,7 @@ from .jsonstream import iter_events
 from .limits import JSON_DEPTH
 from .link import assemble
 from .nesting import DepthError
-from .parallel import LAST, Pool, workers_wanted
+from .parallel import Pool, forget_last, workers_wanted
 from .schema import DEFAULT_SCOPE_PREFIX
 from .tables import TABLES, Trace, concat
 
@@ -52,7 +52,7 @@ def load_trace(paths: Union[PathLike, Sequence[PathLike]],
     ignored: Dict[str, int] = {}
     n_workers = workers_wanted()
     pool = Pool(n_workers) if n_workers else None
-    LAST.update(workers=0, pids=[], handed=0, read_by_workers=0, peak_rss_kib=0)
+    forget_last()
     try:
         for i, f in enumerate(files):
             _read_file(i, f, pool, names, ids, parts, metas, skipped, ignored, scope_prefix)

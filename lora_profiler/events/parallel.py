@@ -341,8 +341,15 @@ class Pool:
 # The workers of the last ``load_trace`` in this process (benchmarks and tests read it):
 # how many (and their pids, ended by now), batches handed to them, batches they read, and their
 # peak RSS summed (KiB).
-LAST: Dict[str, Any] = {"workers": 0, "pids": [], "handed": 0, "read_by_workers": 0,
-                        "peak_rss_kib": 0}
+LAST: Dict[str, Any] = {}
+
+
+def forget_last() -> None:
+    """``LAST`` as for a load without workers (``load_trace`` starts from this)."""
+    LAST.update(workers=0, pids=[], handed=0, read_by_workers=0, peak_rss_kib=0)
+
+
+forget_last()
 
 
 class _Text:
